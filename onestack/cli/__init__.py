@@ -1,0 +1,1 @@
+"""The ``onestack`` command."""

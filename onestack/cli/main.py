@@ -1,0 +1,139 @@
+"""``onestack``: run the cloud (``up``), one service (``serve``), and operator commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+STARTED = time.perf_counter()
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, help="state directory (default ./.onestack)")
+    parser.add_argument("--db", help="database URL for the service(s), e.g. postgresql://…")
+    parser.add_argument("--bus", help="message bus URL: memory:// or amqp://user:pw@host/")
+    parser.add_argument("--verbose", "-v", action="store_true", help="log every request to stderr")
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Any:
+    from onestack.core.config import load_settings
+
+    settings = load_settings(data_dir=args.data_dir, bus_url=args.bus, **extra)
+    if args.db:
+        settings.database.default = args.db
+    if getattr(args, "key_repository", None):
+        settings.identity.key_repository = args.key_repository
+    if getattr(args, "credential_key_repository", None):
+        settings.identity.credential_key_repository = args.credential_key_repository
+    return settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every ``onestack`` subcommand."""
+    parser = argparse.ArgumentParser(prog="onestack", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run the whole cloud in this process")
+    _common(up)
+    up.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    up.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    up.add_argument("--admin-password", help="admin password (default: generated and kept)")
+
+    serve = sub.add_parser("serve", help="run one service alone, for scale-out")
+    serve.add_argument("service", help="service to run, e.g. identity")
+    _common(serve)
+    serve.add_argument("--port", type=int, help="port (default: the service's own port)")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--admin-password", help="bootstrap identity with this admin password")
+    serve.add_argument("--key-repository", help="shared Fernet key directory (identity)")
+    serve.add_argument("--credential-key-repository", help="shared credential key directory")
+
+    db = sub.add_parser("db", help="database operations")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    sync = db_sub.add_parser("sync", help="create or upgrade service databases")
+    sync.add_argument("services", nargs="*", help="services to migrate (default: all)")
+    _common(sync)
+
+    identity = sub.add_parser("identity", help="identity operations")
+    id_sub = identity.add_subparsers(dest="identity_command", required=True)
+    for name, text in (
+        ("fernet-setup", "create the Fernet key repository"),
+        ("fernet-rotate", "rotate the Fernet token keys"),
+    ):
+        cmd = id_sub.add_parser(name, help=text)
+        _common(cmd)
+        cmd.add_argument("--key-repository", help="Fernet key directory")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``onestack`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "up":
+            from onestack.cli.run import run_up
+
+            return run_up(args, _settings(args, port=args.port, host=args.host), STARTED)
+        if args.command == "serve":
+            from onestack.cli.run import run_serve
+            from onestack.services import REGISTRY
+
+            if args.service not in REGISTRY:
+                print(f"onestack: unknown service {args.service!r}", file=sys.stderr)
+                return 2
+            port = args.port or REGISTRY[args.service].own_port
+            settings = _settings(args, port=port, host=args.host, services=[args.service])
+            return run_serve(args, settings)
+        if args.command == "db":
+            return asyncio.run(_db_sync(args))
+        if args.command == "identity":
+            return _identity_keys(args)
+    except ValueError as exc:
+        print(f"onestack: {exc}", file=sys.stderr)
+        return 2
+    return 2
+
+
+async def _db_sync(args: argparse.Namespace) -> int:
+    from onestack.core.db import Database
+    from onestack.services import REGISTRY
+
+    settings = _settings(args)
+    names = args.services or list(REGISTRY)
+    for name in names:
+        if name not in REGISTRY:
+            print(f"onestack: unknown service {name!r}", file=sys.stderr)
+            return 2
+        package = importlib.import_module(f"onestack.{name}")
+        migrations = Path(str(package.__file__)).parent / "migrations"
+        db = Database(settings.database_url(name), migrations)
+        try:
+            await db.sync_schema()
+        finally:
+            await db.close()
+        print(f"{name}: database at the newest revision")
+    return 0
+
+
+def _identity_keys(args: argparse.Namespace) -> int:
+    from onestack.identity.fernet import KeyRepository
+
+    settings = _settings(args)
+    repo = KeyRepository(settings.key_repository(), settings.identity.max_active_keys)
+    if args.identity_command == "fernet-setup":
+        created = repo.setup()
+        print(f"{repo.path}: {'created' if created else 'already set up'}")
+    else:
+        repo.setup()
+        primary = repo.rotate()
+        print(f"{repo.path}: rotated, primary key is now {primary}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

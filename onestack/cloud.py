@@ -1,0 +1,130 @@
+"""One onestack process: a bus, the services it hosts, and the root ASGI app that mounts them."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+
+from onestack import services as registry
+from onestack.core.asgi.app import healthcheck, metrics
+from onestack.core.bus import Bus, make_bus
+from onestack.core.config import Settings
+from onestack.core.service import ServiceUnit
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+def read_or_create_secret(path: Path, given: str | None = None) -> str:
+    """A secret kept in a 0600 file of the data dir; ``given`` replaces it."""
+    if given:
+        _write_private(path, given)
+        return given
+    if path.exists():
+        return path.read_text().strip()
+    value = secrets.token_urlsafe(18)
+    _write_private(path, value)
+    return value
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text + "\n")
+
+
+class Cloud:
+    """Hosts the enabled services in this process, mounted under their path prefixes."""
+
+    def __init__(self, settings: Settings, *, mounted: bool = True):
+        self.settings = settings
+        self.mounted = mounted
+        wanted = settings.services or registry.available()
+        unknown = [name for name in wanted if name not in registry.REGISTRY]
+        if unknown:
+            raise ValueError(
+                f"unknown or not yet available services: {', '.join(unknown)} "
+                f"(available: {', '.join(registry.available())})"
+            )
+        self.names = wanted
+        self.bus: Bus = make_bus(settings.bus_url)
+        self.units: dict[str, ServiceUnit] = {}
+        self.admin_password = ""
+        self.app = Starlette(routes=[])
+
+    def _routes(self) -> list[Any]:
+        async def index(request: Request) -> Response:
+            base = str(request.base_url).rstrip("/")
+            urls = {n: registry.REGISTRY[n].url(base, mounted=self.mounted) for n in self.names}
+            return JSONResponse({"name": "onestack", "services": urls})
+
+        routes: list[Any] = [Route("/healthcheck", healthcheck), Route("/metrics", metrics)]
+        if self.mounted:
+            routes.insert(0, Route("/", index))
+            routes += [Mount(registry.REGISTRY[n].prefix, app=u.app) for n, u in self.units.items()]
+        else:
+            routes += [Mount("", app=u.app) for u in self.units.values()]
+        return routes
+
+    async def start(
+        self,
+        progress: Progress = lambda step: None,
+        *,
+        admin_password: str | None = None,
+        bootstrap: bool = True,
+    ) -> None:
+        """Connect the bus, start each service, and bootstrap identity if asked and hosted here."""
+        data_dir = self.settings.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        progress("connecting the message bus")
+        await self.bus.start()
+        for name in self.names:
+            progress(f"starting {name}")
+            unit = registry.build(name, self.settings, self.bus)
+            await unit.start()
+            self.units[name] = unit
+        self.app.router.routes = self._routes()
+        if bootstrap and "identity" in self.units:
+            progress("bootstrapping identity")
+            await self._bootstrap(admin_password)
+
+    async def _bootstrap(self, admin_password: str | None) -> None:
+        from onestack.identity.bootstrap import CatalogEntry, bootstrap
+        from onestack.identity.unit import IdentityUnit
+
+        unit = self.units["identity"]
+        assert isinstance(unit, IdentityUnit)
+        data_dir = self.settings.data_dir
+        self.admin_password = read_or_create_secret(data_dir / "admin-password", admin_password)
+        service_password = read_or_create_secret(data_dir / "service-password")
+        base = self.settings.base_url()
+        entries = [
+            CatalogEntry(info.type, info.catalog_name, info.url(base, mounted=self.mounted))
+            for info in (registry.REGISTRY[n] for n in self.names)
+        ]
+        await bootstrap(
+            unit.service,
+            admin_password=self.admin_password,
+            service_password=service_password,
+            catalog=entries,
+        )
+
+    async def stop(self) -> None:
+        """Stop the services in reverse order, then the bus."""
+        for name in reversed(list(self.units)):
+            try:
+                await self.units[name].stop()
+            except Exception:
+                log.exception("error while stopping %s", name)
+        await self.bus.stop()

@@ -1,0 +1,1 @@
+"""ASGI helpers shared by every service's API."""

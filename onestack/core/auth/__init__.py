@@ -1,0 +1,1 @@
+"""Authentication context, token middleware and policy shared by every service."""

@@ -1,0 +1,134 @@
+"""Configuration: one optional TOML file plus ``ONESTACK_*`` environment variables.
+
+Nested keys use ``__`` in the environment: ``ONESTACK_IDENTITY__TOKEN_EXPIRATION=600``
+sets ``[identity] token_expiration``. No file is needed for the embedded default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class IdentitySettings(BaseModel):
+    """Keystone settings."""
+
+    token_expiration: int = Field(3600, gt=0, description="token lifetime in seconds")
+    allow_expired_window: int = 172800
+    max_active_keys: int = Field(3, ge=3)
+    key_repository: str | None = None
+    credential_key_repository: str | None = None
+    # argon2id, OWASP's recommended minimum: slow on purpose, but not seconds.
+    argon2_time_cost: int = 2
+    argon2_memory_kib: int = 19456
+    argon2_parallelism: int = 1
+    region: str = "RegionOne"
+
+
+class PolicySettings(BaseModel):
+    """Policy overrides in oslo.policy rule syntax, by rule name."""
+
+    enforce_scope: bool = False
+    overrides: dict[str, str] = Field(default_factory=dict)
+
+
+class DatabaseSettings(BaseModel):
+    """Database URL per service; empty means a SQLite file in the data dir."""
+
+    urls: dict[str, str] = Field(default_factory=dict)
+    default: str = ""
+
+
+class Settings(BaseSettings):
+    """The whole configuration of one onestack process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ONESTACK_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    data_dir: Path = Path(".onestack")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str = ""
+    bus_url: str = "memory://"
+    # Empty: every service this build provides.
+    services: list[str] = Field(default_factory=list)
+    log_level: str = "INFO"
+    identity: IdentitySettings = Field(default_factory=IdentitySettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    # Where services find identity when they run apart from it.
+    identity_url: str = ""
+    service_user: str = "onestack-service"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("ONESTACK_CONFIG")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    def base_url(self) -> str:
+        """The URL clients use to reach this process."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+    def database_url(self, service: str) -> str:
+        """The async SQLAlchemy URL of a service's database."""
+        url = self.database.urls.get(service) or self.database.default
+        if not url:
+            return f"sqlite+aiosqlite:///{(self.data_dir / f'{service}.db').resolve()}"
+        return async_url(url)
+
+    def key_repository(self) -> Path:
+        """Directory of the Fernet token keys."""
+        if self.identity.key_repository:
+            return Path(self.identity.key_repository)
+        return self.data_dir / "fernet-keys"
+
+    def credential_key_repository(self) -> Path:
+        """Directory of the keys that encrypt stored credentials."""
+        if self.identity.credential_key_repository:
+            return Path(self.identity.credential_key_repository)
+        return self.data_dir / "credential-keys"
+
+
+def async_url(url: str) -> str:
+    """Turn a plain database URL into the async driver's URL."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(f"not a database URL: {url!r}")
+    drivers = {
+        "sqlite": "sqlite+aiosqlite",
+        "postgresql": "postgresql+asyncpg",
+        "postgres": "postgresql+asyncpg",
+        "mysql": "mysql+aiomysql",
+        "mariadb": "mysql+aiomysql",
+    }
+    return f"{drivers.get(scheme, scheme)}://{rest}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read configuration from the environment and ``$ONESTACK_CONFIG``."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,183 @@
+"""Database access: one async SQLAlchemy engine per service, Alembic migrations.
+
+Every service owns a declarative ``Base`` and a ``migrations/`` package of
+Alembic revisions; :func:`sync_schema` brings a database to the head revision.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import DateTime, String, TypeDecorator, event
+from sqlalchemy.engine import Connection, Dialect, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import NullPool
+
+
+def new_id() -> str:
+    """A new resource id: 32 hex digits, as OpenStack services use."""
+    return uuid.uuid4().hex
+
+
+def utcnow() -> dt.datetime:
+    """Now, in UTC, timezone-aware."""
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A DateTime stored naive in UTC and read back timezone-aware on every backend."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        # MySQL/MariaDB drop sub-second precision unless asked; ordering of events needs it.
+        if dialect.name == "mysql":
+            from sqlalchemy.dialects.mysql import DATETIME
+
+            return dialect.type_descriptor(DATETIME(fsp=6))
+        return dialect.type_descriptor(DateTime())
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(
+        self, value: dt.datetime | None, dialect: Dialect
+    ) -> dt.datetime | None:
+        return value.replace(tzinfo=dt.UTC) if value is not None else None
+
+
+def id_column_type() -> String:
+    """The column type of resource ids (text, 64 wide for foreign ids)."""
+    return String(64)
+
+
+class Database:
+    """An engine and session factory for one service's database."""
+
+    def __init__(self, url: str, migrations: Path | None = None):
+        self.url = url
+        self.migrations = migrations
+        parsed = make_url(url)
+        kwargs: dict[str, Any] = {}
+        if parsed.get_backend_name() == "sqlite":
+            kwargs["connect_args"] = {"timeout": 30}
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        else:
+            kwargs["pool_pre_ping"] = True
+            kwargs["pool_size"] = 10
+            kwargs["max_overflow"] = 20
+        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        if parsed.get_backend_name() == "sqlite":
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A session whose transaction commits on success and rolls back on error."""
+        async with self.sessionmaker() as session, session.begin():
+            yield session
+
+    async def sync_schema(self) -> None:
+        """Create the database if missing and upgrade it to the newest revision."""
+        if self.migrations is None:
+            return
+        await create_database_if_missing(self.url)
+        async with self.engine.begin() as conn:
+            await conn.run_sync(_upgrade, self.migrations)
+
+    async def close(self) -> None:
+        """Release every pooled connection."""
+        await self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    # WAL lets readers run beside the one writer; foreign keys are off by default in SQLite.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _upgrade(conn: Connection, migrations: Path) -> None:
+    from alembic.config import Config
+    from alembic.runtime.environment import EnvironmentContext
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(migrations))
+    script = ScriptDirectory.from_config(config)
+    if MigrationContext.configure(conn).get_current_revision() == script.get_current_head():
+        return
+
+    def upgrade(rev: Any, _context: Any) -> Any:
+        return script._upgrade_revs("head", rev)
+
+    with EnvironmentContext(config, script, fn=upgrade, destination_rev="head") as env:
+        env.configure(connection=conn)
+        with env.begin_transaction():
+            env.run_migrations()
+
+
+async def create_database_if_missing(url: str) -> None:
+    """Create a PostgreSQL or MariaDB database named in ``url`` when it does not exist."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite" or not parsed.database:
+        return
+    admin_db = "postgres" if backend == "postgresql" else None
+    engine = create_async_engine(
+        parsed.set(database=admin_db), poolclass=NullPool, isolation_level="AUTOCOMMIT"
+    )
+    from sqlalchemy import text
+
+    try:
+        async with engine.connect() as conn:
+            if backend == "postgresql":
+                found = await conn.scalar(
+                    text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": parsed.database}
+                )
+                if not found:
+                    await conn.execute(text(f'CREATE DATABASE "{parsed.database}"'))
+            else:
+                await conn.execute(
+                    text(
+                        f"CREATE DATABASE IF NOT EXISTS `{parsed.database}` "
+                        "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+                    )
+                )
+    finally:
+        await engine.dispose()
+
+
+def run_alembic_env(target_metadata: Any) -> None:
+    """Body of a service's ``migrations/env.py``, for authoring revisions with ``alembic``.
+
+    Run from the service's migrations directory, e.g.
+    ``alembic -x url=sqlite:///tmp.db -c /dev/null revision --autogenerate``.
+    """
+    from alembic import context
+    from sqlalchemy import create_engine
+
+    url = context.get_x_argument(as_dictionary=True).get("url", "sqlite://")
+    with create_engine(url).connect() as conn:
+        context.configure(connection=conn, target_metadata=target_metadata, render_as_batch=True)
+        with context.begin_transaction():
+            context.run_migrations()

@@ -1,0 +1,53 @@
+"""The registry of cloud services this build provides, and where each one mounts."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from onestack.core.bus.base import Bus
+from onestack.core.config import Settings
+from onestack.core.service import ServiceUnit
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    """How a service appears in the catalog and where its code lives."""
+
+    name: str
+    type: str
+    catalog_name: str
+    prefix: str
+    version_path: str
+    own_port: int
+    factory: str
+
+    def url(self, base: str, *, mounted: bool = True) -> str:
+        """Its catalog URL when the process listens at ``base``."""
+        return f"{base}{self.prefix if mounted else ''}{self.version_path}"
+
+
+REGISTRY: dict[str, ServiceInfo] = {
+    "identity": ServiceInfo(
+        "identity",
+        "identity",
+        "keystone",
+        "/identity",
+        "/v3",
+        5000,
+        "onestack.identity.unit:IdentityUnit",
+    ),
+}
+
+
+def available() -> list[str]:
+    """Names of the services this build can run."""
+    return list(REGISTRY)
+
+
+def build(name: str, settings: Settings, bus: Bus | None) -> ServiceUnit:
+    """Instantiate the unit of service ``name``."""
+    module_name, _, attr = REGISTRY[name].factory.partition(":")
+    factory = getattr(importlib.import_module(module_name), attr)
+    unit: ServiceUnit = factory(settings, bus)
+    return unit
