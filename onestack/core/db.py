@@ -6,15 +6,18 @@ Alembic revisions; :func:`sync_schema` brings a database to the head revision.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import random
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import DateTime, String, TypeDecorator, event
-from sqlalchemy.engine import Connection, Dialect, make_url
+from sqlalchemy import DateTime, String, TypeDecorator, event, text
+from sqlalchemy.engine import URL, Connection, CursorResult, Dialect, Result, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -22,6 +25,13 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.pool import NullPool
+
+T = TypeVar("T")
+
+
+def affected(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE matched (its result is a cursor result)."""
+    return cast(CursorResult[Any], result).rowcount
 
 
 def new_id() -> str:
@@ -106,6 +116,33 @@ class Database:
         await self.engine.dispose()
 
 
+DEADLOCK_CODES = ("1213", "40P01", "40001", "database is locked")
+
+
+def is_deadlock(exc: BaseException) -> bool:
+    """Whether a database error is a deadlock or serialization failure worth retrying."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    text_of = str(exc.orig)
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return code in DEADLOCK_CODES or any(marker in text_of for marker in DEADLOCK_CODES)
+
+
+async def retry_on_deadlock(
+    work: Callable[[], Awaitable[T]], attempts: int = 8, base_delay: float = 0.01
+) -> T:
+    """Run a transaction, retrying it (with jittered backoff) when the database aborts it as a
+    deadlock victim; InnoDB and PostgreSQL do that as a matter of course under contention."""
+    for attempt in range(attempts):
+        try:
+            return await work()
+        except DBAPIError as exc:
+            if not is_deadlock(exc) or attempt == attempts - 1:
+                raise
+            await asyncio.sleep(base_delay * (2**attempt) * random.uniform(0.5, 1.5))
+    raise AssertionError("unreachable")
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor = dbapi_conn.cursor()
     # WAL lets readers run beside the one writer; foreign keys are off by default in SQLite.
@@ -143,10 +180,16 @@ async def create_database_if_missing(url: str) -> None:
     if backend == "sqlite" or not parsed.database:
         return
     admin_db = "postgres" if backend == "postgresql" else None
-    engine = create_async_engine(
-        parsed.set(database=admin_db), poolclass=NullPool, isolation_level="AUTOCOMMIT"
+    admin_url = URL.create(
+        parsed.drivername,
+        username=parsed.username,
+        password=parsed.password,
+        host=parsed.host,
+        port=parsed.port,
+        database=admin_db,
+        query=parsed.query,
     )
-    from sqlalchemy import text
+    engine = create_async_engine(admin_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
 
     try:
         async with engine.connect() as conn:

@@ -31,7 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from onestack.core.db import Database, UTCDateTime, new_id, utcnow
+from onestack.core.db import Database, UTCDateTime, affected, new_id, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class ServiceRegistry:
                 .where(*key)
                 .values(last_seen_at=now, report_count=table.c.report_count + 1)
             )
-            if result.rowcount:  # type: ignore[attr-defined]
+            if affected(result):
                 return
         try:
             async with self.db.session() as session:
@@ -163,7 +163,7 @@ class ServiceRegistry:
             result = await session.execute(
                 update(self.table).where(self.table.c.id == record_id).values(**values)
             )
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+            return bool(affected(result))
 
 
 class PeriodicTask:

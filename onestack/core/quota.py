@@ -29,7 +29,14 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from onestack.core.db import Database, UTCDateTime, new_id, utcnow
+from onestack.core.db import (
+    Database,
+    UTCDateTime,
+    affected,
+    new_id,
+    retry_on_deadlock,
+    utcnow,
+)
 
 UNLIMITED = -1
 
@@ -129,7 +136,7 @@ class QuotaEngine:
                     raise ValueError(f"quota for {resource} must be -1 (unlimited) or more")
                 key = and_(table.c.project_id == project_id, table.c.resource == resource)
                 result = await session.execute(update(table).where(key).values(hard_limit=value))
-                if result.rowcount == 0:  # type: ignore[attr-defined]
+                if affected(result) == 0:
                     await session.execute(
                         insert(table).values(
                             project_id=project_id, resource=resource, hard_limit=value
@@ -196,6 +203,11 @@ class QuotaEngine:
         if not wanted:
             return reservation
         await self._ensure_usage_rows(project_id, sorted(wanted))
+        await retry_on_deadlock(lambda: self._reserve(reservation))
+        return reservation
+
+    async def _reserve(self, reservation: Reservation) -> None:
+        project_id, wanted = reservation.project_id, reservation.deltas
         usage = self.tables.usage
         expires = utcnow() + self.reservation_ttl
         async with self.db.session() as session:
@@ -209,7 +221,7 @@ class QuotaEngine:
                 if limit != UNLIMITED:
                     guarded = guarded.where(usage.c.in_use + usage.c.reserved + delta <= limit)
                 result = await session.execute(guarded.values(reserved=usage.c.reserved + delta))
-                if result.rowcount != 1:  # type: ignore[attr-defined]
+                if affected(result) != 1:
                     current = await session.execute(
                         select(usage.c.in_use, usage.c.reserved).where(key)
                     )
@@ -226,14 +238,18 @@ class QuotaEngine:
                         expires_at=expires,
                     )
                 )
-        return reservation
 
     async def _settle(self, reservation_id: str, *, commit: bool) -> None:
+        await retry_on_deadlock(lambda: self._settle_once(reservation_id, commit=commit))
+
+    async def _settle_once(self, reservation_id: str, *, commit: bool) -> None:
         usage = self.tables.usage
         table = self.tables.reservation
         async with self.db.session() as session:
             rows = (
-                await session.execute(select(table).where(table.c.batch == reservation_id))
+                await session.execute(
+                    select(table).where(table.c.batch == reservation_id).order_by(table.c.resource)
+                )
             ).all()
             for row in rows:
                 key = and_(usage.c.project_id == row.project_id, usage.c.resource == row.resource)
@@ -253,9 +269,13 @@ class QuotaEngine:
 
     async def release(self, project_id: str, deltas: dict[str, int]) -> None:
         """Return committed usage (a resource was deleted); never below zero."""
+        await retry_on_deadlock(lambda: self._release_once(project_id, deltas))
+
+    async def _release_once(self, project_id: str, deltas: dict[str, int]) -> None:
         usage = self.tables.usage
         async with self.db.session() as session:
-            for resource, delta in deltas.items():
+            for resource in sorted(deltas):
+                delta = deltas[resource]
                 if delta <= 0:
                     continue
                 key = and_(usage.c.project_id == project_id, usage.c.resource == resource)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from onestack.core.auth.policy import PolicyEngine
-from onestack.core.bus.base import Bus
+from onestack.core.bus.base import Bus, Consumer
 from onestack.core.config import Settings
 from onestack.core.db import Database
 from onestack.identity.fernet import KeyRepository, SecretBox, TokenFormatter
@@ -37,7 +37,7 @@ class IdentityService:
             policy_file=settings.data_dir / "identity-policy.yaml",
             enforce_scope=settings.policy.enforce_scope,
         )
-        self._consumer = None
+        self._consumer: Consumer | None = None
 
     async def start(self) -> None:
         """Migrate the database, make sure keys exist, and listen for other processes' changes."""

@@ -285,9 +285,10 @@ class TokenProvider:
                 original = await self.validate(identity.token.id)
                 if original.app_cred_id:
                     raise Forbidden("Application credential tokens cannot be rescoped.")
-                user = await session.get(User, original.user_id)
-                if user is None:
+                found = await session.get(User, original.user_id)
+                if found is None:
                     raise Unauthorized(AUTH_FAILED)
+                user = found
                 expires_at = original.expires_at.timestamp()
                 audit_ids = [new_audit_id(), original.audit_ids[-1]]
                 methods = list(dict.fromkeys([*original.methods, *methods]))
@@ -297,11 +298,12 @@ class TokenProvider:
                 raise Unauthorized(AUTH_FAILED)
             project_id, domain_id, system = await self._resolve_scope(session, auth, user)
             if app_cred_id is not None:
-                app_cred = await session.get(ApplicationCredential, app_cred_id)
-                assert app_cred is not None
-                if domain_id or system or (project_id and project_id != app_cred.project_id):
+                delegated = await session.get(ApplicationCredential, app_cred_id)
+                if delegated is None:
+                    raise Unauthorized(AUTH_FAILED)
+                if domain_id or system or (project_id and project_id != delegated.project_id):
                     raise Unauthorized("Application credentials are scoped to their own project.")
-                project_id = app_cred.project_id
+                project_id = delegated.project_id
         payload = TokenPayload(
             user_id=user.id,
             methods=methods,

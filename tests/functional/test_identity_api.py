@@ -125,9 +125,15 @@ async def test_validate_check_and_revoke(identity: IdentityClient) -> None:
     shown = await identity.call("GET", "/v3/auth/tokens", admin, headers=headers)
     assert shown.status_code == 200
     assert shown.headers["x-subject-token"] == other
-    assert (await identity.call("HEAD", "/v3/auth/tokens", admin, headers=headers)).status_code == 200
-    assert (await identity.call("DELETE", "/v3/auth/tokens", admin, headers=headers)).status_code == 204
-    assert (await identity.call("GET", "/v3/auth/tokens", admin, headers=headers)).status_code == 404
+    assert (
+        await identity.call("HEAD", "/v3/auth/tokens", admin, headers=headers)
+    ).status_code == 200
+    assert (
+        await identity.call("DELETE", "/v3/auth/tokens", admin, headers=headers)
+    ).status_code == 204
+    assert (
+        await identity.call("GET", "/v3/auth/tokens", admin, headers=headers)
+    ).status_code == 404
     assert (await identity.call("GET", "/v3/users", other)).status_code == 401
     # Revoking one token leaves the others alone.
     assert (await identity.call("GET", "/v3/users", admin)).status_code == 200
@@ -223,8 +229,12 @@ async def test_member_is_confined_to_its_project(identity: IdentityClient) -> No
     listed = await identity.call("GET", "/v3/projects", token_a)
     assert listed.status_code == 200
     assert [p["id"] for p in listed.json()["projects"]] == [project_a["id"]]
-    assert (await identity.call("GET", f"/v3/projects/{project_b['id']}", token_a)).status_code == 403
-    assert (await identity.call("GET", f"/v3/projects/{project_a['id']}", token_a)).status_code == 200
+    assert (
+        await identity.call("GET", f"/v3/projects/{project_b['id']}", token_a)
+    ).status_code == 403
+    assert (
+        await identity.call("GET", f"/v3/projects/{project_a['id']}", token_a)
+    ).status_code == 200
     denied = await identity.call("POST", "/v3/users", token_a, json={"user": {"name": "x"}})
     assert denied.status_code == 403
     assert denied.json()["error"]["title"] == "Forbidden"
@@ -411,9 +421,7 @@ async def test_projects_hierarchy_tags_and_conflicts(identity: IdentityClient) -
     parent = await create(identity, admin, "project", {"name": "parent", "tags": ["a", "b"]})
     child = await create(identity, admin, "project", {"name": "child", "parent_id": parent["id"]})
     assert child["parent_id"] == parent["id"]
-    assert (
-        await identity.call("DELETE", f"/v3/projects/{parent['id']}", admin)
-    ).status_code == 403
+    assert (await identity.call("DELETE", f"/v3/projects/{parent['id']}", admin)).status_code == 403
     dup = await identity.call("POST", "/v3/projects", admin, json={"project": {"name": "parent"}})
     assert dup.status_code == 409
     tagged = await identity.call("GET", "/v3/projects?tags=a,b", admin)
@@ -473,10 +481,16 @@ async def test_catalog_crud_shows_in_tokens(identity: IdentityClient) -> None:
     assert bad.status_code == 400
     catalog = (await identity.call("GET", "/v3/auth/catalog", admin)).json()["catalog"]
     widget = next(s for s in catalog if s["type"] == "widget")
-    project_id = (await identity.call("GET", "/v3/projects?name=admin", admin)).json()["projects"][0]["id"]
+    project_id = (await identity.call("GET", "/v3/projects?name=admin", admin)).json()["projects"][
+        0
+    ]["id"]
     assert widget["endpoints"][0]["url"] == f"http://w/{project_id}"
-    assert (await identity.call("DELETE", f"/v3/endpoints/{endpoint['id']}", admin)).status_code == 204
-    assert (await identity.call("DELETE", f"/v3/services/{service['id']}", admin)).status_code == 204
+    assert (
+        await identity.call("DELETE", f"/v3/endpoints/{endpoint['id']}", admin)
+    ).status_code == 204
+    assert (
+        await identity.call("DELETE", f"/v3/services/{service['id']}", admin)
+    ).status_code == 204
     assert (await identity.call("DELETE", f"/v3/regions/{region['id']}", admin)).status_code == 204
 
 
@@ -497,7 +511,7 @@ async def test_ec2_credentials_are_encrypted_at_rest(identity: IdentityClient) -
     assert blobs and all(cred["secret"] not in blob for blob in blobs)
     listed = await identity.call("GET", f"/v3/users/{user['id']}/credentials/OS-EC2", token)
     assert [c["access"] for c in listed.json()["credentials"]] == [cred["access"]]
-    _, other_user, other = await member_of_new_project(identity, admin, "hank")
+    _, _, other = await member_of_new_project(identity, admin, "hank")
     assert (
         await identity.call("GET", f"/v3/users/{user['id']}/credentials/OS-EC2", other)
     ).status_code == 403

@@ -6,7 +6,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.applications import Starlette
@@ -139,7 +139,7 @@ def service_app(
 
     all_routes = [*routes, Route("/healthcheck", healthcheck), Route("/metrics", metrics)]
     stack = [Middleware(RequestMiddleware, service=service, formatter=formatter)]
-    stack += [Middleware(cls, **kwargs) for cls, kwargs in middleware]
+    stack += [Middleware(cast(Any, cls), **kwargs) for cls, kwargs in middleware]
     return Starlette(
         routes=all_routes,
         middleware=stack,

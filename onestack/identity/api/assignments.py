@@ -179,7 +179,7 @@ async def _expand_effective(
     """
     result: list[tuple[Assignment, str | None]] = []
     for row in rows:
-        actors = [(row.actor_id, None)]
+        actors: list[tuple[str, str | None]] = [(row.actor_id, None)]
         if row.type.startswith("Group"):
             members = await session.execute(
                 select(GroupMembership.user_id).where(GroupMembership.group_id == row.actor_id)

@@ -9,6 +9,7 @@ from starlette.responses import Response
 from onestack.core.asgi.errors import NotFound, Unauthorized
 from onestack.core.asgi.request import body_as, query_bool
 from onestack.core.asgi.routing import RouteTable
+from onestack.core.auth.context import TokenData
 from onestack.identity import roles as role_logic
 from onestack.identity import views
 from onestack.identity.api.common import caller, committed, enforce, json, no_content, service
@@ -37,7 +38,7 @@ def _subject(request: Request) -> str:
     return subject
 
 
-async def _validated(request: Request, rule: str):  # type: ignore[no-untyped-def]
+async def _validated(request: Request, rule: str) -> tuple[str, TokenData]:
     identity = service(request)
     subject = _subject(request)
     try:
@@ -71,7 +72,7 @@ async def revoke_token(request: Request) -> Response:
     return no_content()
 
 
-def _authenticated(request: Request):  # type: ignore[no-untyped-def]
+def _authenticated(request: Request) -> TokenData:
     context = caller(request)
     if context.token is None:
         raise Unauthorized("The request you have made requires authentication.")

@@ -18,7 +18,8 @@ T = TypeVar("T")
 
 def service(request: Request) -> IdentityService:
     """The identity service this app serves."""
-    return request.app.state.identity  # type: ignore[no-any-return]
+    identity: IdentityService = request.app.state.identity
+    return identity
 
 
 def caller(request: Request) -> RequestContext:

@@ -8,6 +8,7 @@ import secrets
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -86,7 +87,7 @@ async def list_credentials(request: Request) -> Response:
     return json(views.collection(request, "credentials", items))
 
 
-async def _credential(request: Request, session: Any, rule: str) -> Credential:
+async def _credential(request: Request, session: AsyncSession, rule: str) -> Credential:
     row = await get_or_404(session, Credential, request.path_params["credential_id"], "credential")
     enforce(request, rule, {"target.credential.user_id": row.user_id})
     return row
@@ -180,9 +181,9 @@ async def list_ec2(request: Request) -> Response:
     return json(views.collection(request, "credentials", items))
 
 
-async def _ec2_row(request: Request, session: Any, user_id: str) -> Credential:
+async def _ec2_row(request: Request, session: AsyncSession, user_id: str) -> Credential:
     access = request.path_params["access"]
-    row = await session.scalar(
+    row: Credential | None = await session.scalar(
         select(Credential).where(
             Credential.key_hash == access_key_hash(access),
             Credential.user_id == user_id,
@@ -191,7 +192,7 @@ async def _ec2_row(request: Request, session: Any, user_id: str) -> Credential:
     )
     if row is None:
         raise NotFound(f"Could not find credential: {access}.")
-    return row  # type: ignore[no-any-return]
+    return row
 
 
 @routes.get("/v3/users/{user_id}/credentials/OS-EC2/{access}")

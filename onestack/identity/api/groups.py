@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -103,7 +104,9 @@ async def list_group_users(request: Request) -> Response:
     return json(views.collection(request, "users", items))
 
 
-async def _membership(request: Request, session) -> tuple[Group, User, GroupMembership | None]:  # type: ignore[no-untyped-def]
+async def _membership(
+    request: Request, session: AsyncSession
+) -> tuple[Group, User, GroupMembership | None]:
     group = await get_or_404(session, Group, request.path_params["group_id"], "group")
     user = await get_or_404(session, User, request.path_params["user_id"], "user")
     return group, user, await session.get(GroupMembership, (user.id, group.id))

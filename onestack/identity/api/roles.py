@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -93,7 +96,7 @@ async def delete_role(request: Request) -> Response:
     return no_content()
 
 
-def _inference(request: Request, prior: Role, implied: list[Role]) -> dict:  # type: ignore[type-arg]
+def _inference(request: Request, prior: Role, implied: list[Role]) -> dict[str, Any]:
     return {
         "prior_role": views.role_ref(request, prior),
         "implies": [views.role_ref(request, r) for r in implied],
@@ -114,7 +117,7 @@ async def list_implied(request: Request) -> Response:
     return json({"role_inference": body, "links": {"self": str(request.url)}})
 
 
-async def _pair(request: Request, session):  # type: ignore[no-untyped-def]
+async def _pair(request: Request, session: AsyncSession) -> tuple[Role, Role, ImpliedRole | None]:
     prior = await get_or_404(session, Role, request.path_params["prior_id"], "role")
     implied = await get_or_404(session, Role, request.path_params["implied_id"], "role")
     return prior, implied, await session.get(ImpliedRole, (prior.id, implied.id))
