@@ -7,6 +7,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from onestack.core.asgi.routing import service_root
 from onestack.core.auth.context import TokenData
 from onestack.identity.models import (
     ApplicationCredential,
@@ -31,7 +32,7 @@ def timestamp(value: dt.datetime | None) -> str | None:
 
 def v3_url(request: Request, path: str) -> str:
     """An absolute URL under this identity API's ``/v3``."""
-    return f"{str(request.base_url).rstrip('/')}/v3/{path}"
+    return f"{service_root(request)}/v3/{path}"
 
 
 def links(request: Request, path: str) -> dict[str, str]:

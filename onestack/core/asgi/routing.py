@@ -54,3 +54,11 @@ def route_path(scope: Scope) -> str:
     if root and path.startswith(root):
         return path[len(root) :] or "/"
     return path
+
+
+def service_root(request: Request) -> str:
+    """The absolute URL where this service's app is mounted (``http://h:8000/identity``)."""
+    base = str(request.base_url).rstrip("/")
+    mounted = request.scope.get("root_path", "")
+    top = request.scope.get("app_root_path", "")
+    return base + mounted[len(top) :] if mounted.startswith(top) else base

@@ -7,7 +7,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from onestack.core.asgi.routing import RouteTable
+from onestack.core.asgi.routing import RouteTable, service_root
 
 routes = RouteTable()
 
@@ -17,7 +17,7 @@ def _v3(request: Request) -> dict[str, Any]:
         "id": "v3.14",
         "status": "stable",
         "updated": "2020-04-07T00:00:00Z",
-        "links": [{"rel": "self", "href": f"{str(request.base_url).rstrip('/')}/v3/"}],
+        "links": [{"rel": "self", "href": f"{service_root(request)}/v3/"}],
         "media-types": [
             {"base": "application/json", "type": "application/vnd.openstack.identity-v3+json"}
         ],
