@@ -15,7 +15,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from onestack import services as registry
-from onestack.core.asgi.app import healthcheck, metrics
+from onestack.core.asgi.app import service_app
+from onestack.core.asgi.errors import keystone_error
 from onestack.core.bus import Bus, make_bus
 from onestack.core.config import Settings
 from onestack.core.service import ServiceUnit
@@ -69,13 +70,14 @@ class Cloud:
             urls = {n: registry.REGISTRY[n].url(base, mounted=self.mounted) for n in self.names}
             return JSONResponse({"name": "onestack", "services": urls})
 
-        routes: list[Any] = [Route("/healthcheck", healthcheck), Route("/metrics", metrics)]
+        own = service_app("onestack", [Route("/", index)] if self.mounted else [], keystone_error)
         if self.mounted:
-            routes.insert(0, Route("/", index))
-            routes += [Mount(registry.REGISTRY[n].prefix, app=u.app) for n, u in self.units.items()]
-        else:
-            routes += [Mount("", app=u.app) for u in self.units.values()]
-        return routes
+            routes: list[Any] = [
+                Mount(registry.REGISTRY[n].prefix, app=u.app) for n, u in self.units.items()
+            ]
+            return [*routes, Mount("", app=own)]
+        # Served alone, a service answers at the root, health and metrics included.
+        return [Mount("", app=u.app) for u in self.units.values()]
 
     async def start(
         self,
