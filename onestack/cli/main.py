@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``onestack`` console script."""
     args = build_parser().parse_args(argv)
+    if args.command in ("up", "serve"):
+        from onestack.core.memory import return_large_blocks_to_the_os
+
+        return_large_blocks_to_the_os()
     try:
         if args.command == "up":
             from onestack.cli.run import run_up

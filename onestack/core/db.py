@@ -86,6 +86,9 @@ class Database:
         kwargs: dict[str, Any] = {}
         if parsed.get_backend_name() == "sqlite":
             kwargs["connect_args"] = {"timeout": 30}
+            # Each aiosqlite connection is a thread with its own page cache: keep few.
+            kwargs["pool_size"] = 4
+            kwargs["max_overflow"] = 4
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         else:

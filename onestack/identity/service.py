@@ -57,6 +57,7 @@ class IdentityService:
         """Stop listening and close the database."""
         if self._consumer is not None:
             await self._consumer.stop()
+        self.passwords.close()
         await self.db.close()
 
 
