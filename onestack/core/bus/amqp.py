@@ -65,7 +65,13 @@ PREFETCH = 64
 RECONNECT_INTERVAL = 1.0
 PUBLISH_TIMEOUT = DEFAULT_CALL_TIMEOUT
 BROKER_TIMEOUT = 10.0
+READY_POLL = 1.0
 RETRY_DELAY = 0.1
+
+# Reply futures only ever get results (the reply body, or this when stop() ends the call):
+# an exception set on one nobody awaits yet (its call still publishing) would be reported
+# as never retrieved.
+_STOPPED = object()
 
 # The connection is down or being restored: worth retrying once it is back.
 _TRANSIENT = (ConnectionError, ChannelInvalidStateError)
@@ -218,7 +224,7 @@ class AmqpBus(Bus):
             await asyncio.gather(*tasks, return_exceptions=True)
             for reply in self._replies.values():
                 if not reply.done():
-                    reply.set_exception(BusError("the bus stopped before the call was answered"))
+                    reply.set_result(_STOPPED)
             self._replies.clear()
             self._consumers.clear()
             self._topics.clear()
@@ -240,9 +246,10 @@ class AmqpBus(Bus):
         while True:
             channel, _ = self._ready()
             try:
-                await channel.ready()
+                # Polled rather than awaited outright, so that stop() ends the wait.
+                await asyncio.wait_for(channel.ready(), READY_POLL)
                 return await operation()
-            except _TRANSIENT as exc:
+            except (*_TRANSIENT, TimeoutError) as exc:
                 log.debug("waiting for the broker: %r", exc)
             except AMQPError as exc:
                 raise BusError(f"the broker refused: {exc!r}") from exc
@@ -309,24 +316,30 @@ class AmqpBus(Bus):
                     expiration=max(deadline - loop.time(), 0.001),
                 )
                 await self._publish(exchange, message, topic)
-                return await reply
+                answer = await reply
         except TimeoutError:
             raise BusTimeout(f"no reply from {topic}.{method} within {timeout}s") from None
         finally:
             self._replies.pop(correlation_id, None)
+        if answer is _STOPPED:
+            raise BusError("the bus stopped before the call was answered")
+        return self._decode_reply(answer)
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
         reply = self._replies.get(message.correlation_id or "")
-        if reply is None or reply.done():
-            return  # its call gave up already
+        if reply is not None and not reply.done():  # else its call gave up already
+            reply.set_result(message.body)
+
+    @staticmethod
+    def _decode_reply(body: bytes) -> Any:
         try:
-            body = json.loads(message.body)
-            if "error" in body:
-                reply.set_exception(RemoteError(body["error"]["type"], body["error"]["message"]))
-            else:
-                reply.set_result(body["result"])
+            answer = json.loads(body)
+            if "error" not in answer:
+                return answer["result"]
+            error = RemoteError(answer["error"]["type"], answer["error"]["message"])
         except (ValueError, KeyError, TypeError):
-            reply.set_exception(BusError(f"malformed reply: {message.body[:200]!r}"))
+            raise BusError(f"malformed reply: {body[:200]!r}") from None
+        raise error
 
     async def cast(self, topic: str, method: str, **kwargs: Any) -> None:
         """Queue ``method`` for one consumer of ``topic``; it survives a broker restart."""
@@ -388,6 +401,8 @@ class AmqpBus(Bus):
         try:
             request = json.loads(message.body)
             method, kwargs = request["method"], request["kwargs"]
+            if not isinstance(method, str) or not isinstance(kwargs, dict):
+                raise TypeError("method must be a string and kwargs an object")
         except (ValueError, KeyError, TypeError):
             log.error("dropping a malformed message on %s: %.200r", consumer.topic, message.body)
             await self._settle(message.reject(requeue=False))
@@ -413,8 +428,10 @@ class AmqpBus(Bus):
         )
         try:
             channel, _ = self._ready()
-            # No use answering after the caller's timeout, which the request carries as its TTL.
-            async with asyncio.timeout(request.expiration or DEFAULT_CALL_TIMEOUT):
+            # No use answering after the caller's timeout, which the request carries as its TTL
+            # (aio-pika decodes it to seconds).
+            ttl = request.expiration
+            async with asyncio.timeout(ttl if isinstance(ttl, float) else DEFAULT_CALL_TIMEOUT):
                 await self._publish(channel.default_exchange, response, reply_to)
         except (TimeoutError, BusError) as exc:
             log.warning("could not answer a call on %s: %r", request.routing_key, exc)

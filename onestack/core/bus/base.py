@@ -14,6 +14,12 @@ Services talk to their agents over topics (``conductor``, ``scheduler``,
 Messages are JSON: method name plus keyword arguments. A handler object
 exposes its methods as ``async def method(self, **kwargs)``; names starting
 with ``_`` are never dispatched.
+
+Arguments and results must be JSON-serialisable and arrive as copies (tuples
+become lists, dict keys strings); ``topic``, ``method`` and ``timeout`` cannot
+be argument names, the verbs take them. Handlers run concurrently. Over AMQP
+delivery is at least once: a handler cut short by a disconnect is cancelled
+and its message delivered again.
 """
 
 from __future__ import annotations
@@ -58,7 +64,11 @@ class Bus(abc.ABC):
 
     @abc.abstractmethod
     async def stop(self) -> None:
-        """Stop all consumers and disconnect."""
+        """Stop all consumers and disconnect.
+
+        Handlers still running are cancelled; calls still waiting for a reply
+        fail with :class:`BusError`.
+        """
 
     @abc.abstractmethod
     async def call(
