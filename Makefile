@@ -12,6 +12,7 @@ $(BIN)/.installed: pyproject.toml
 	@touch $@
 
 up: $(BIN)/.installed
+	@bash scripts/setup-runtime.sh
 	$(BIN)/onestack up $(ARGS)
 
 lint: $(BIN)/.installed
@@ -20,6 +21,7 @@ lint: $(BIN)/.installed
 	$(BIN)/mypy onestack
 
 test: $(BIN)/.installed
+	bash scripts/setup-runtime.sh
 	bash scripts/setup-test-services.sh
 	$(MAKE) lint
 	$(BIN)/pytest $(PYTEST_ARGS)

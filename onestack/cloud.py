@@ -9,15 +9,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from onestack import services as registry
 from onestack.core.asgi.app import service_app
 from onestack.core.asgi.errors import keystone_error
 from onestack.core.bus import Bus, make_bus
+from onestack.core.client import ServiceClient
 from onestack.core.config import Settings
 from onestack.core.service import ServiceUnit
 
@@ -45,6 +49,19 @@ def _write_private(path: Path, text: str) -> None:
         handle.write(text + "\n")
 
 
+class ServiceRootSlash:
+    """Serves ``/image`` as ``/image/``: clients discover versions at the bare prefix."""
+
+    def __init__(self, app: ASGIApp, prefixes: set[str]):
+        self.app = app
+        self.prefixes = prefixes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in self.prefixes:
+            scope = {**scope, "path": scope["path"] + "/", "raw_path": scope["raw_path"] + b"/"}
+        await self.app(scope, receive, send)
+
+
 class Cloud:
     """Hosts the enabled services in this process, mounted under their path prefixes."""
 
@@ -62,7 +79,27 @@ class Cloud:
         self.bus: Bus = make_bus(settings.bus_url)
         self.units: dict[str, ServiceUnit] = {}
         self.admin_password = ""
-        self.app = Starlette(routes=[])
+        prefixes = {registry.REGISTRY[n].prefix for n in self.names} if mounted else set()
+        self.app = Starlette(
+            routes=[], middleware=[Middleware(ServiceRootSlash, prefixes=prefixes)]
+        )
+        self.client = self._service_client()
+
+    def _service_client(self) -> ServiceClient:
+        """How hosted services call others: in memory when identity is in this process."""
+        settings = self.settings
+        identity_url = settings.identity_url
+        transport = None
+        if "identity" in self.names:
+            root = f"{settings.base_url()}/identity" if self.mounted else settings.base_url()
+            identity_url = identity_url or f"{root}/v3"
+            transport = httpx.ASGITransport(app=self.app)
+        if not identity_url:
+            raise ValueError("services without identity need identity_url (ONESTACK_IDENTITY_URL)")
+        password = settings.service_password or read_or_create_secret(
+            settings.data_dir / "service-password"
+        )
+        return ServiceClient(identity_url, settings.service_user, password, transport=transport)
 
     def _routes(self) -> list[Any]:
         async def index(request: Request) -> Response:
@@ -93,7 +130,7 @@ class Cloud:
         await self.bus.start()
         for name in self.names:
             progress(f"starting {name}")
-            unit = registry.build(name, self.settings, self.bus)
+            unit = registry.build(name, self.settings, self.bus, self.client)
             await unit.start()
             self.units[name] = unit
         self.app.router.routes = self._routes()
@@ -109,7 +146,9 @@ class Cloud:
         assert isinstance(unit, IdentityUnit)
         data_dir = self.settings.data_dir
         self.admin_password = read_or_create_secret(data_dir / "admin-password", admin_password)
-        service_password = read_or_create_secret(data_dir / "service-password")
+        service_password = self.settings.service_password or read_or_create_secret(
+            data_dir / "service-password"
+        )
         base = self.settings.base_url()
         entries = [
             CatalogEntry(info.type, info.catalog_name, info.url(base, mounted=self.mounted))
@@ -129,4 +168,5 @@ class Cloud:
                 await self.units[name].stop()
             except Exception:
                 log.exception("error while stopping %s", name)
+        await self.client.close()
         await self.bus.stop()

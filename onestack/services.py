@@ -6,6 +6,7 @@ import importlib
 from dataclasses import dataclass
 
 from onestack.core.bus.base import Bus
+from onestack.core.client import ServiceClient
 from onestack.core.config import Settings
 from onestack.core.service import ServiceUnit
 
@@ -37,6 +38,9 @@ REGISTRY: dict[str, ServiceInfo] = {
         5000,
         "onestack.identity.unit:IdentityUnit",
     ),
+    "image": ServiceInfo(
+        "image", "image", "glance", "/image", "", 9292, "onestack.image.unit:ImageUnit"
+    ),
 }
 
 
@@ -45,9 +49,9 @@ def available() -> list[str]:
     return list(REGISTRY)
 
 
-def build(name: str, settings: Settings, bus: Bus | None) -> ServiceUnit:
-    """Instantiate the unit of service ``name``."""
+def build(name: str, settings: Settings, bus: Bus | None, client: ServiceClient) -> ServiceUnit:
+    """Instantiate the unit of service ``name``; ``client`` is how it calls other services."""
     module_name, _, attr = REGISTRY[name].factory.partition(":")
     factory = getattr(importlib.import_module(module_name), attr)
-    unit: ServiceUnit = factory(settings, bus)
+    unit: ServiceUnit = factory(settings, bus, client)
     return unit

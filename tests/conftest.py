@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from onestack.cloud import Cloud
 from onestack.core.config import Settings, load_settings
 from onestack.identity.bootstrap import CatalogEntry, bootstrap
 from onestack.identity.unit import IdentityUnit
@@ -87,3 +88,70 @@ async def identity(tmp_path: Path) -> AsyncIterator[IdentityClient]:
     finally:
         await client.aclose()
         await unit.stop()
+
+
+class CloudClient:
+    """A whole in-process cloud (as ``onestack up`` builds it) and helpers to call it."""
+
+    def __init__(self, cloud: Cloud, client: httpx.AsyncClient):
+        self.cloud = cloud
+        self.http = client
+
+    async def token(
+        self, user: str = "admin", password: str = ADMIN_PASSWORD, project: str = "admin"
+    ) -> str:
+        body = {
+            "auth": {
+                "identity": {
+                    "methods": ["password"],
+                    "password": {
+                        "user": {"name": user, "domain": {"id": "default"}, "password": password}
+                    },
+                },
+                "scope": {"project": {"name": project, "domain": {"id": "default"}}},
+            }
+        }
+        response = await self.http.post("/identity/v3/auth/tokens", json=body)
+        assert response.status_code == 201, response.text
+        return response.headers["x-subject-token"]
+
+    async def call(self, method: str, path: str, token: str, **kwargs: Any) -> httpx.Response:
+        headers = {"X-Auth-Token": token, **kwargs.pop("headers", {})}
+        return await self.http.request(method, path, headers=headers, **kwargs)
+
+    async def project_member(self, admin: str, name: str) -> tuple[str, str]:
+        """A new project with a member user; returns (project id, the member's token)."""
+        project = await self.call(
+            "POST", "/identity/v3/projects", admin, json={"project": {"name": name}}
+        )
+        user = await self.call(
+            "POST",
+            "/identity/v3/users",
+            admin,
+            json={"user": {"name": f"{name}-user", "password": "pw"}},
+        )
+        role = await self.call("GET", "/identity/v3/roles?name=member", admin)
+        project_id = project.json()["project"]["id"]
+        grant = (
+            f"/identity/v3/projects/{project_id}/users/{user.json()['user']['id']}"
+            f"/roles/{role.json()['roles'][0]['id']}"
+        )
+        assert (await self.call("PUT", grant, admin)).status_code == 204
+        return project_id, await self.token(f"{name}-user", "pw", name)
+
+
+@pytest.fixture
+async def cloud(tmp_path: Path) -> AsyncIterator[CloudClient]:
+    """Identity and image in one process, like ``onestack up``, driven in memory."""
+    settings = make_settings(tmp_path, port=8000)
+    settings.services = ["identity", "image"]
+    instance = Cloud(settings)
+    await instance.start(admin_password=ADMIN_PASSWORD)
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=instance.app), base_url="http://127.0.0.1:8000"
+    )
+    try:
+        yield CloudClient(instance, client)
+    finally:
+        await client.aclose()
+        await instance.stop()

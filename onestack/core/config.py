@@ -34,6 +34,16 @@ class IdentitySettings(BaseModel):
     region: str = "RegionOne"
 
 
+class ImageSettings(BaseModel):
+    """Glance settings."""
+
+    default_store: str = "file"
+    file_store_dir: str | None = None
+    max_image_size: int = Field(1 << 40, gt=0, description="bytes")
+    quota_image_count: int = 1000
+    quota_image_size_mib: int = 1 << 20
+
+
 class PolicySettings(BaseModel):
     """Policy overrides in oslo.policy rule syntax, by rule name."""
 
@@ -66,11 +76,14 @@ class Settings(BaseSettings):
     services: list[str] = Field(default_factory=list)
     log_level: str = "INFO"
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
+    image: ImageSettings = Field(default_factory=ImageSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     # Where services find identity when they run apart from it.
     identity_url: str = ""
     service_user: str = "onestack-service"
+    # Empty: read (or, for the process that bootstraps, create) <data dir>/service-password.
+    service_password: str = ""
 
     @classmethod
     def settings_customise_sources(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from onestack.core.auth.policy import PolicyEngine
+from onestack.core.auth.remote import IDENTITY_EVENTS
 from onestack.core.bus.base import Bus, Consumer
 from onestack.core.config import Settings
 from onestack.core.db import Database
@@ -14,7 +15,7 @@ from onestack.identity.policies import RULES
 from onestack.identity.tokens import TokenProvider
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-EVENTS_TOPIC = "identity.events"
+EVENTS_TOPIC = IDENTITY_EVENTS
 
 
 class IdentityService:

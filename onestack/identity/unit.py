@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp
 
 from onestack.core.bus.base import Bus
+from onestack.core.client import ServiceClient
 from onestack.core.config import Settings
 from onestack.identity.app import build_app
 from onestack.identity.service import IdentityService
@@ -15,7 +16,7 @@ class IdentityUnit:
 
     name = "identity"
 
-    def __init__(self, settings: Settings, bus: Bus | None):
+    def __init__(self, settings: Settings, bus: Bus | None, client: ServiceClient | None = None):
         self.service = IdentityService(settings, bus)
         self.app: ASGIApp = build_app(self.service)
 

@@ -226,9 +226,10 @@ async def test_member_is_confined_to_its_project(identity: IdentityClient) -> No
     admin = await identity.token()
     project_a, user_a, token_a = await member_of_new_project(identity, admin, "alice")
     project_b, _, _ = await member_of_new_project(identity, admin, "bob")
-    listed = await identity.call("GET", "/v3/projects", token_a)
-    assert listed.status_code == 200
-    assert [p["id"] for p in listed.json()["projects"]] == [project_a["id"]]
+    # As Keystone: the project list is for admins; a member asks for its own projects.
+    assert (await identity.call("GET", "/v3/projects", token_a)).status_code == 403
+    own = await identity.call("GET", f"/v3/users/{user_a['id']}/projects", token_a)
+    assert [p["id"] for p in own.json()["projects"]] == [project_a["id"]]
     assert (
         await identity.call("GET", f"/v3/projects/{project_b['id']}", token_a)
     ).status_code == 403

@@ -115,3 +115,8 @@ def neutron_error(err: APIError) -> dict[str, Any]:
     """Neutron: ``{"NeutronError": {"type", "message", "detail"}}``."""
     kind = err.extra.get("type") or err.title.replace(" ", "")
     return {"NeutronError": {"type": kind, "message": err.message, "detail": ""}}
+
+
+def glance_error(err: APIError) -> dict[str, Any]:
+    """Glance (webob): ``{"code": "404 Not Found", "title": "Not Found", "message": …}``."""
+    return {"code": f"{err.status} {err.title}", "title": err.title, "message": err.message}

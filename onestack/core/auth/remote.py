@@ -7,9 +7,11 @@ import time
 
 from onestack.core.asgi.errors import Unauthorized
 from onestack.core.auth.context import TokenData
+from onestack.core.bus.base import Bus, Consumer
 from onestack.core.client import ServiceClient
 
 AUTH_FAILED = "The request you have made requires authentication."
+IDENTITY_EVENTS = "identity.events"
 
 
 class RemoteTokenValidator:
@@ -52,3 +54,16 @@ class RemoteTokenValidator:
     def forget(self) -> None:
         """Drop every cached answer (identity changed something)."""
         self._cache.clear()
+
+    async def listen(self, bus: Bus) -> Consumer:
+        """Forget cached answers whenever identity announces a change on ``bus``."""
+        return await bus.consume(IDENTITY_EVENTS, _Forgetter(self), fanout=True)
+
+
+class _Forgetter:
+    def __init__(self, validator: RemoteTokenValidator):
+        self._validator = validator
+
+    async def changed(self) -> None:
+        """Identity wrote something (a revocation, a role change): cached answers may be wrong."""
+        self._validator.forget()
