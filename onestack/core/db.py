@@ -155,6 +155,11 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.close()
 
 
+def version_table(migrations: Path) -> str:
+    """Each service records its revision in its own table, so services can share a database."""
+    return f"alembic_version_{migrations.parent.name}"
+
+
 def _upgrade(conn: Connection, migrations: Path) -> None:
     from alembic.config import Config
     from alembic.runtime.environment import EnvironmentContext
@@ -164,14 +169,15 @@ def _upgrade(conn: Connection, migrations: Path) -> None:
     config = Config()
     config.set_main_option("script_location", str(migrations))
     script = ScriptDirectory.from_config(config)
-    if MigrationContext.configure(conn).get_current_revision() == script.get_current_head():
+    context = MigrationContext.configure(conn, opts={"version_table": version_table(migrations)})
+    if context.get_current_revision() == script.get_current_head():
         return
 
     def upgrade(rev: Any, _context: Any) -> Any:
         return script._upgrade_revs("head", rev)
 
     with EnvironmentContext(config, script, fn=upgrade, destination_rev="head") as env:
-        env.configure(connection=conn)
+        env.configure(connection=conn, version_table=version_table(migrations))
         with env.begin_transaction():
             env.run_migrations()
 
@@ -223,7 +229,13 @@ def run_alembic_env(target_metadata: Any) -> None:
     from sqlalchemy import create_engine
 
     url = context.get_x_argument(as_dictionary=True).get("url", "sqlite://")
+    script_location = Path(context.config.get_main_option("script_location") or ".")
     with create_engine(url).connect() as conn:
-        context.configure(connection=conn, target_metadata=target_metadata, render_as_batch=True)
+        context.configure(
+            connection=conn,
+            target_metadata=target_metadata,
+            render_as_batch=True,
+            version_table=version_table(script_location),
+        )
         with context.begin_transaction():
             context.run_migrations()

@@ -37,11 +37,11 @@ log = logging.getLogger(__name__)
 
 
 class ServiceTables:
-    """The service-record table, declared on a service's own metadata."""
+    """The service-record table, declared on a service's own metadata (``<service>_service``)."""
 
-    def __init__(self, metadata: MetaData):
+    def __init__(self, metadata: MetaData, service: str):
         self.records = Table(
-            "service_record",
+            f"{service}_service",
             metadata,
             Column("id", String(64), primary_key=True),
             Column("host", String(255), nullable=False),

@@ -56,18 +56,21 @@ class QuotaExceeded(Exception):
 
 
 class QuotaTables:
-    """The quota tables, declared on a service's own metadata so its migrations carry them."""
+    """The quota tables, declared on a service's own metadata so its migrations carry them.
 
-    def __init__(self, metadata: MetaData):
+    Named ``<service>_quota_*`` so services can share one database.
+    """
+
+    def __init__(self, metadata: MetaData, service: str):
         self.limit = Table(
-            "quota_limit",
+            f"{service}_quota_limit",
             metadata,
             Column("project_id", String(64), primary_key=True),
             Column("resource", String(255), primary_key=True),
             Column("hard_limit", Integer, nullable=False),
         )
         self.usage = Table(
-            "quota_usage",
+            f"{service}_quota_usage",
             metadata,
             Column("project_id", String(64), primary_key=True),
             Column("resource", String(255), primary_key=True),
@@ -75,7 +78,7 @@ class QuotaTables:
             Column("reserved", Integer, nullable=False, default=0),
         )
         self.reservation = Table(
-            "quota_reservation",
+            f"{service}_quota_reservation",
             metadata,
             Column("id", String(64), primary_key=True),
             Column("batch", String(64), nullable=False, index=True),

@@ -20,7 +20,7 @@ class Base(DeclarativeBase):
     metadata = MetaData()
 
 
-QUOTA_TABLES = QuotaTables(Base.metadata)
+QUOTA_TABLES = QuotaTables(Base.metadata, "image")
 
 
 class Image(Base):

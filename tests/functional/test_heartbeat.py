@@ -15,7 +15,7 @@ from tests.backends import database_url
 
 async def test_heartbeats_up_down_disable(tmp_path: Path) -> None:
     metadata = MetaData()
-    tables = ServiceTables(metadata)
+    tables = ServiceTables(metadata, "test")
     db = Database(async_url(database_url("sqlite", tmp_path)))
     async with db.engine.begin() as conn:
         await conn.run_sync(metadata.create_all)

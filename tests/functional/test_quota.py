@@ -22,7 +22,7 @@ async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     url = async_url(database_url(request.param, tmp_path))
     await create_database_if_missing(url)
     metadata = MetaData()
-    tables = QuotaTables(metadata)
+    tables = QuotaTables(metadata, "test")
     db = Database(url)
     async with db.engine.begin() as conn:
         await conn.run_sync(metadata.create_all)

@@ -71,23 +71,40 @@ async def _set_status(images: ImageService, image_id: str, status: str) -> None:
 async def _batches(
     source: AsyncIterator[bytes], inspector: UploadInspector
 ) -> AsyncIterator[bytes]:
-    """Regroup ``source`` into batches, each inspected and hashed off the event loop."""
+    """Regroup ``source`` into batches; each is hashed and inspected off the event loop while
+    the store writes it, and checked before the next batch goes out."""
+    checking: asyncio.Future[None] | None = None
     pending: list[bytes] = []
     size = 0
-    async for chunk in source:
-        if not chunk:
-            continue
-        pending.append(chunk)
-        size += len(chunk)
-        if size >= BATCH:
-            batch = b"".join(pending)
-            pending, size = [], 0
-            await asyncio.to_thread(inspector.feed, batch)
-            yield batch
-    if pending:
-        batch = b"".join(pending)
-        await asyncio.to_thread(inspector.feed, batch)
-        yield batch
+
+    async def release(batch: bytes) -> bytes:
+        nonlocal checking
+        if checking is not None:
+            await checking
+        checking = asyncio.ensure_future(asyncio.to_thread(inspector.feed, batch))
+        return batch
+
+    try:
+        async for chunk in source:
+            if not chunk:
+                continue
+            pending.append(chunk)
+            size += len(chunk)
+            if size >= BATCH:
+                batch = b"".join(pending)
+                pending, size = [], 0
+                yield await release(batch)
+        if pending:
+            yield await release(b"".join(pending))
+        if checking is not None:
+            await checking
+    finally:
+        # Closed early (the store failed): the check's outcome no longer matters.
+        if checking is not None:
+            if checking.done() and not checking.cancelled():
+                checking.exception()
+            else:
+                checking.cancel()
 
 
 def _declared_md5(request: Request) -> str | None:

@@ -57,14 +57,14 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_image_visibility"), ["visibility"], unique=False)
 
     op.create_table(
-        "quota_limit",
+        "image_quota_limit",
         sa.Column("project_id", sa.String(length=64), nullable=False),
         sa.Column("resource", sa.String(length=255), nullable=False),
         sa.Column("hard_limit", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("project_id", "resource"),
     )
     op.create_table(
-        "quota_reservation",
+        "image_quota_reservation",
         sa.Column("id", sa.String(length=64), nullable=False),
         sa.Column("batch", sa.String(length=64), nullable=False),
         sa.Column("project_id", sa.String(length=64), nullable=False),
@@ -73,14 +73,16 @@ def upgrade() -> None:
         sa.Column("expires_at", UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
-    with op.batch_alter_table("quota_reservation", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_quota_reservation_batch"), ["batch"], unique=False)
+    with op.batch_alter_table("image_quota_reservation", schema=None) as batch_op:
         batch_op.create_index(
-            batch_op.f("ix_quota_reservation_expires_at"), ["expires_at"], unique=False
+            batch_op.f("ix_image_quota_reservation_batch"), ["batch"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_image_quota_reservation_expires_at"), ["expires_at"], unique=False
         )
 
     op.create_table(
-        "quota_usage",
+        "image_quota_usage",
         sa.Column("project_id", sa.String(length=64), nullable=False),
         sa.Column("resource", sa.String(length=255), nullable=False),
         sa.Column("in_use", sa.Integer(), nullable=False),
@@ -110,13 +112,13 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_image_member_member_id"))
 
     op.drop_table("image_member")
-    op.drop_table("quota_usage")
-    with op.batch_alter_table("quota_reservation", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_quota_reservation_expires_at"))
-        batch_op.drop_index(batch_op.f("ix_quota_reservation_batch"))
+    op.drop_table("image_quota_usage")
+    with op.batch_alter_table("image_quota_reservation", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_image_quota_reservation_expires_at"))
+        batch_op.drop_index(batch_op.f("ix_image_quota_reservation_batch"))
 
-    op.drop_table("quota_reservation")
-    op.drop_table("quota_limit")
+    op.drop_table("image_quota_reservation")
+    op.drop_table("image_quota_limit")
     with op.batch_alter_table("image", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_image_visibility"))
         batch_op.drop_index(batch_op.f("ix_image_updated_at"))
