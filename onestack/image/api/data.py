@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 routes = RouteTable()
 
 BATCH = 4 * MIB
+QUEUED = 4
 IMPORT_METHODS = ["glance-direct", "copy-image", "web-download"]
 
 
@@ -68,43 +69,55 @@ async def _set_status(images: ImageService, image_id: str, status: str) -> None:
         )
 
 
+async def _receive(source: AsyncIterator[bytes], batches: asyncio.Queue[bytes | None]) -> None:
+    """Pull the request body into batches without waiting for the disk: uvicorn stops reading
+    the socket while a request's unread body exceeds 64 KiB."""
+    pending: list[bytes] = []
+    size = 0
+    async for chunk in source:
+        pending.append(chunk)
+        size += len(chunk)
+        if size >= BATCH:
+            await batches.put(b"".join(pending))
+            pending, size = [], 0
+    if pending:
+        await batches.put(b"".join(pending))
+    await batches.put(None)
+
+
 async def _batches(
     source: AsyncIterator[bytes], inspector: UploadInspector
 ) -> AsyncIterator[bytes]:
-    """Regroup ``source`` into batches; each is hashed and inspected off the event loop while
-    the store writes it, and checked before the next batch goes out."""
+    """``source`` in batches: received ahead (at most ``QUEUED`` batches), each hashed and
+    inspected off the event loop while the store writes it, checked before the next goes out."""
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=QUEUED)
+    receiver = asyncio.ensure_future(_receive(source, queue))
     checking: asyncio.Future[None] | None = None
-    pending: list[bytes] = []
-    size = 0
-
-    async def release(batch: bytes) -> bytes:
-        nonlocal checking
-        if checking is not None:
-            await checking
-        checking = asyncio.ensure_future(asyncio.to_thread(inspector.feed, batch))
-        return batch
-
     try:
-        async for chunk in source:
-            if not chunk:
+        while True:
+            getting = asyncio.ensure_future(queue.get())
+            await asyncio.wait({getting, receiver}, return_when=asyncio.FIRST_COMPLETED)
+            if not getting.done():
+                getting.cancel()
+                receiver.result()  # the body broke off: raise why
                 continue
-            pending.append(chunk)
-            size += len(chunk)
-            if size >= BATCH:
-                batch = b"".join(pending)
-                pending, size = [], 0
-                yield await release(batch)
-        if pending:
-            yield await release(b"".join(pending))
+            batch = getting.result()
+            if batch is None:
+                break
+            if checking is not None:
+                await checking
+            checking = asyncio.ensure_future(asyncio.to_thread(inspector.feed, batch))
+            yield batch
         if checking is not None:
             await checking
     finally:
-        # Closed early (the store failed): the check's outcome no longer matters.
-        if checking is not None:
-            if checking.done() and not checking.cancelled():
-                checking.exception()
-            else:
-                checking.cancel()
+        # Closed early (the store failed, or the client left): stop and collect the helpers.
+        receiver.cancel()
+        for task in (receiver, checking):
+            if task is not None and task.done() and not task.cancelled():
+                task.exception()
+            elif task is not None:
+                task.cancel()
 
 
 def _declared_md5(request: Request) -> str | None:

@@ -11,7 +11,7 @@ from typing import BinaryIO
 
 from onestack.image.stores.base import Store
 
-READ_CHUNK = 1 << 20
+READ_CHUNK = 4 << 20
 
 
 class FileStore(Store):
