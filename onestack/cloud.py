@@ -137,6 +137,54 @@ class Cloud:
         if bootstrap and "identity" in self.units:
             progress("bootstrapping identity")
             await self._bootstrap(admin_password)
+        elif "identity" not in self.units:
+            progress("registering endpoints with identity")
+            await self._register_endpoints()
+
+    async def _register_endpoints(self) -> None:
+        """Served apart from identity: list this process's services in the catalog.
+
+        Creates the service and its public/internal/admin endpoints through the identity
+        API with the service account, or points existing ones at where they now listen.
+        """
+        region = self.settings.identity.region
+        base = self.settings.base_url()
+        for name in self.names:
+            info = registry.REGISTRY[name]
+            url = info.url(base, mounted=self.mounted)
+            found = await self._identity("GET", f"/services?type={info.type}")
+            services = found.json()["services"]
+            if services:
+                service_id = services[0]["id"]
+            else:
+                body = {"service": {"type": info.type, "name": info.catalog_name}}
+                created = await self._identity("POST", "/services", json=body)
+                service_id = created.json()["service"]["id"]
+            listed = await self._identity("GET", f"/endpoints?service_id={service_id}")
+            existing = {e["interface"]: e for e in listed.json()["endpoints"]}
+            for interface in ("public", "internal", "admin"):
+                endpoint = existing.get(interface)
+                if endpoint is None:
+                    body = {
+                        "endpoint": {
+                            "service_id": service_id,
+                            "interface": interface,
+                            "url": url,
+                            "region_id": region,
+                        }
+                    }
+                    await self._identity("POST", "/endpoints", json=body)
+                elif endpoint["url"] != url:
+                    body = {"endpoint": {"url": url}}
+                    await self._identity("PATCH", f"/endpoints/{endpoint['id']}", json=body)
+
+    async def _identity(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = await self.client.request("identity", method, path, **kwargs)
+        if response.status_code >= 400:
+            raise RuntimeError(
+                f"identity refused {method} {path}: {response.status_code} {response.text[:200]}"
+            )
+        return response
 
     async def _bootstrap(self, admin_password: str | None) -> None:
         from onestack.identity.bootstrap import CatalogEntry, bootstrap

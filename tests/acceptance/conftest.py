@@ -84,6 +84,20 @@ class Process:
             time.sleep(0.05)
         pytest.fail(f"onestack not ready in {timeout}s:\n{self.log.read_text()[-3000:]}")
 
+    def wait_listening(self, port: int, timeout: float = 60.0) -> None:
+        """Until the process answers its health check on ``port``."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if self.popen.poll() is not None:
+                pytest.fail(f"onestack exited early:\n{self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthcheck").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        pytest.fail(f"onestack not listening in {timeout}s:\n{self.log.read_text()[-3000:]}")
+
     def stop(self) -> int:
         """Ctrl-C, as a user would; the exit code (0 when it stopped cleanly)."""
         if self.popen.poll() is None:
@@ -215,8 +229,19 @@ def scale_out(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     )
     second_url = f"http://127.0.0.1:{second_port}/v3"
     second.wait_ready(second_url)
-    yield Deployment("scale-out", first_url, [first, second], other_auth_url=second_url)
-    for process in (second, first):
+    image_port = free_port()
+    image = Process(
+        ["serve", "image", "--port", str(image_port), "--data-dir", str(root / "img"),
+         "--db", database_url("postgresql", root), "--bus", bus],
+        root / "img.out",
+        env={
+            "ONESTACK_IDENTITY_URL": first_url,
+            "ONESTACK_SERVICE_PASSWORD": (root / "a" / "service-password").read_text().strip(),
+        },
+    )  # fmt: skip
+    image.wait_listening(image_port)
+    yield Deployment("scale-out", first_url, [first, second, image], other_auth_url=second_url)
+    for process in (image, second, first):
         assert process.stop() == 0, process.log.read_text()[-2000:]
 
 
