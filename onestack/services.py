@@ -38,6 +38,9 @@ REGISTRY: dict[str, ServiceInfo] = {
         5000,
         "onestack.identity.unit:IdentityUnit",
     ),
+    "network": ServiceInfo(
+        "network", "network", "neutron", "/network", "", 9696, "onestack.network.unit:NetworkUnit"
+    ),
     "image": ServiceInfo(
         "image", "image", "glance", "/image", "", 9292, "onestack.image.unit:ImageUnit"
     ),

@@ -142,9 +142,9 @@ class CloudClient:
 
 @pytest.fixture
 async def cloud(tmp_path: Path) -> AsyncIterator[CloudClient]:
-    """Identity and image in one process, like ``onestack up``, driven in memory."""
+    """Identity, image and network in one process, like ``onestack up``, driven in memory."""
     settings = make_settings(tmp_path, port=8000)
-    settings.services = ["identity", "image"]
+    settings.services = ["identity", "image", "network"]
     instance = Cloud(settings)
     await instance.start(admin_password=ADMIN_PASSWORD)
     client = httpx.AsyncClient(

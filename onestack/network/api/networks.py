@@ -1,0 +1,229 @@
+"""``/v2.0/networks``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from starlette.requests import Request
+from starlette.responses import Response
+
+from onestack.core.asgi.errors import BadRequest, Conflict, Forbidden
+from onestack.core.asgi.request import json_body
+from onestack.core.asgi.routing import RouteTable
+from onestack.core.quota import QuotaExceeded
+from onestack.network.api.common import (
+    body_of,
+    caller,
+    enforce,
+    fetch,
+    is_admin,
+    list_response,
+    one,
+    scoped,
+    service,
+)
+from onestack.network.models import Network, Port, Subnet
+from onestack.network.views import network_view
+
+routes = RouteTable()
+
+COLUMNS = {
+    "id": "id",
+    "name": "name",
+    "description": "description",
+    "tenant_id": "project_id",
+    "project_id": "project_id",
+    "admin_state_up": "admin_state_up",
+    "status": "status",
+    "shared": "shared",
+    "router:external": "external",
+    "mtu": "mtu",
+    "port_security_enabled": "port_security_enabled",
+    "provider:network_type": "network_type",
+    "provider:physical_network": "physical_network",
+    "provider:segmentation_id": "segmentation_id",
+    "created_at": "created_at",
+    "updated_at": "updated_at",
+    "revision_number": "revision_number",
+}
+ADMIN_ONLY = ("shared", "router:external", "provider:network_type",
+              "provider:physical_network", "provider:segmentation_id")  # fmt: skip
+SEGMENT_RANGES = {"vlan": (1, 4094), "vxlan": (1, 16777215), "geneve": (1, 16777215)}
+
+
+def visible(request: Request) -> Any:
+    return Network.shared.is_(True) | Network.external.is_(True)
+
+
+async def _subnet_ids(session: Any, network_ids: list[str]) -> dict[str, list[str]]:
+    rows = await session.execute(
+        select(Subnet.network_id, Subnet.id).where(Subnet.network_id.in_(network_ids))
+    )
+    found: dict[str, list[str]] = {}
+    for network_id, subnet_id in rows:
+        found.setdefault(network_id, []).append(subnet_id)
+    return found
+
+
+def _check_provider(request: Request, row: Network, body: dict[str, Any]) -> None:
+    driver = service(request).driver
+    kind = body.get("provider:network_type", row.network_type or "local")
+    if kind not in driver.network_types:
+        raise BadRequest(
+            f"Network type {kind} is not available on this cloud's {driver.name} data plane "
+            f"(available: {', '.join(sorted(driver.network_types))}).",
+            type="InvalidInput",
+        )
+    physical = body.get("provider:physical_network")
+    segment = body.get("provider:segmentation_id")
+    if kind == "flat" and not physical:
+        raise BadRequest("provider:physical_network is required for flat networks.")
+    if kind in ("local",) and (physical or segment is not None):
+        raise BadRequest("local networks take no physical network or segmentation id.")
+    if segment is not None:
+        low, high = SEGMENT_RANGES.get(kind, (0, -1))
+        if not isinstance(segment, int) or not low <= segment <= high:
+            raise BadRequest(f"Invalid segmentation id {segment} for {kind} networks.")
+    row.network_type = kind
+    row.physical_network = physical
+    row.segmentation_id = segment
+
+
+def _apply(request: Request, row: Network, body: dict[str, Any], creating: bool) -> None:
+    if any(name in body for name in ADMIN_ONLY) and not is_admin(request):
+        raise Forbidden(
+            "(rule:create_network) is disallowed by policy: admin attributes.",
+            type="PolicyNotAuthorized",
+        )
+    for name, kind in (("name", str), ("description", str)):
+        if name in body:
+            if not isinstance(body[name], kind) or len(body[name]) > 255:
+                raise BadRequest(f"Invalid input for {name}.")
+            setattr(row, name, body[name])
+    for name, column in (
+        ("admin_state_up", "admin_state_up"),
+        ("shared", "shared"),
+        ("router:external", "external"),
+        ("port_security_enabled", "port_security_enabled"),
+    ):
+        if name in body:
+            if not isinstance(body[name], bool):
+                raise BadRequest(f"Invalid input for {name}: a boolean is expected.")
+            setattr(row, column, body[name])
+    if "mtu" in body:
+        if not isinstance(body["mtu"], int) or not 68 <= body["mtu"] <= 9000:
+            raise BadRequest("Invalid input for mtu: 68 to 9000.")
+        row.mtu = body["mtu"]
+    if "availability_zone_hints" in body:
+        hints = body["availability_zone_hints"]
+        if not isinstance(hints, list) or any(h != "nova" for h in hints):
+            raise BadRequest("Invalid availability_zone_hints: the only zone is 'nova'.")
+        row.availability_zone_hints = hints
+    if creating or any(name.startswith("provider:") for name in body):
+        if not creating and any(name.startswith("provider:") for name in body):
+            raise BadRequest("Provider attributes cannot change after creation.")
+        _check_provider(request, row, body)
+
+
+@routes.post("/v2.0/networks")
+async def create_network(request: Request) -> Response:
+    body = body_of(await json_body(request), "network")
+    context = caller(request)
+    project_id = str(body.get("project_id") or body.get("tenant_id") or context.project_id)
+    enforce(request, "create", {"project_id": project_id})
+    if project_id != context.project_id and not is_admin(request):
+        raise Forbidden("Only administrators may create networks for other projects.")
+    row = Network(project_id=project_id, name="", description="", tags=[], revision_number=1)
+    _apply(request, row, body, creating=True)
+    network = service(request)
+    try:
+        reservation = await network.quotas.reserve(project_id, {"network": 1})
+    except QuotaExceeded as exc:
+        raise Conflict(
+            f"Quota exceeded for resources: ['network']. {exc}", type="OverQuota"
+        ) from None
+    try:
+        async with network.db.session() as session:
+            session.add(row)
+            await session.flush()
+            result = network_view(row, [], is_admin(request))
+    except BaseException:
+        await network.quotas.rollback(reservation)
+        raise
+    await network.quotas.commit(reservation)
+    return one("network", result, request, 201)
+
+
+@routes.get("/v2.0/networks")
+async def list_networks(request: Request) -> Response:
+    enforce(request, "read")
+    admin = is_admin(request)
+    query = scoped(select(Network), Network, request, visible(request))
+
+    def view(row: Network) -> dict[str, Any]:
+        return network_view(row, subnets.get(row.id, []), admin)
+
+    async with service(request).db.session() as session:
+        ids = [row.id for row in (await session.execute(query)).scalars()]
+        subnets = await _subnet_ids(session, ids)
+    return await list_response(request, query, Network, "networks", view, COLUMNS)
+
+
+@routes.get("/v2.0/networks/{network_id}")
+async def show_network(request: Request) -> Response:
+    enforce(request, "read")
+    async with service(request).db.session() as session:
+        row = await fetch(
+            request,
+            session,
+            Network,
+            request.path_params["network_id"],
+            "network",
+            visible(request),
+        )
+        subnets = await _subnet_ids(session, [row.id])
+        return one(
+            "network", network_view(row, subnets.get(row.id, []), is_admin(request)), request
+        )
+
+
+@routes.put("/v2.0/networks/{network_id}")
+async def update_network(request: Request) -> Response:
+    body = body_of(await json_body(request), "network")
+    async with service(request).db.session() as session:
+        row = await fetch(request, session, Network, request.path_params["network_id"], "network")
+        enforce(request, "update", {"project_id": row.project_id})
+        _apply(request, row, body, creating=False)
+        row.revision_number += 1
+        await session.flush()
+        subnets = await _subnet_ids(session, [row.id])
+        return one(
+            "network", network_view(row, subnets.get(row.id, []), is_admin(request)), request
+        )
+
+
+@routes.delete("/v2.0/networks/{network_id}")
+async def delete_network(request: Request) -> Response:
+    network = service(request)
+    async with network.db.session() as session:
+        row = await fetch(request, session, Network, request.path_params["network_id"], "network")
+        enforce(request, "delete", {"project_id": row.project_id})
+        in_use = await session.scalar(
+            select(func.count())
+            .select_from(Port)
+            .where(Port.network_id == row.id, ~Port.device_owner.startswith("network:dhcp"))
+        )
+        if in_use:
+            raise Conflict(
+                f"Unable to complete operation on network {row.id}. There are one or more "
+                "ports still in use on the network.",
+                type="NetworkInUse",
+            )
+        subnet_count = await session.scalar(
+            select(func.count()).select_from(Subnet).where(Subnet.network_id == row.id)
+        )
+        project_id = row.project_id
+        await session.delete(row)
+    await network.quotas.release(project_id, {"network": 1, "subnet": subnet_count or 0})
+    return Response(status_code=204)

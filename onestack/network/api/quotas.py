@@ -1,0 +1,62 @@
+"""``/v2.0/quotas``: per-project limits, and usage with ``/details``."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from onestack.core.asgi.errors import BadRequest
+from onestack.core.asgi.request import json_body
+from onestack.core.asgi.routing import RouteTable
+from onestack.network.api.common import body_of, caller, enforce, service
+
+routes = RouteTable()
+
+
+def _project(request: Request) -> str:
+    project_id: str = request.path_params["project_id"]
+    context = caller(request)
+    if project_id != context.project_id:
+        enforce(request, "quota_update")
+    else:
+        enforce(request, "read")
+    return project_id
+
+
+@routes.get("/v2.0/quotas/{project_id}")
+async def show_quota(request: Request) -> Response:
+    limits = await service(request).quotas.limits(_project(request))
+    return JSONResponse({"quota": limits})
+
+
+@routes.get("/v2.0/quotas/{project_id}/details")
+async def show_details(request: Request) -> Response:
+    usage = await service(request).quotas.usage(_project(request))
+    return JSONResponse(
+        {
+            "quota": {
+                name: {"limit": u["limit"], "used": u["in_use"], "reserved": u["reserved"]}
+                for name, u in usage.items()
+            }
+        }
+    )
+
+
+@routes.put("/v2.0/quotas/{project_id}")
+async def update_quota(request: Request) -> Response:
+    enforce(request, "quota_update")
+    body = body_of(await json_body(request), "quota")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in body.values()):
+        raise BadRequest("Quota limits must be integers (-1 for unlimited).")
+    try:
+        limits = await service(request).quotas.set_limits(request.path_params["project_id"], body)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    return JSONResponse({"quota": limits})
+
+
+@routes.delete("/v2.0/quotas/{project_id}")
+async def reset_quota(request: Request) -> Response:
+    enforce(request, "quota_update")
+    await service(request).quotas.reset_limits(request.path_params["project_id"])
+    return Response(status_code=204)

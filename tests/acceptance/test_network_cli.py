@@ -1,0 +1,44 @@
+"""Network acceptance (networks, subnets, ports): the openstack CLI against `onestack up`."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from tests.acceptance.conftest import Deployment, unique
+
+
+def test_networks_subnets_ports_of_the_seed(all_in_one: Deployment) -> None:
+    cloud = all_in_one
+    intnet, intsub = unique("intnet"), unique("intsub")
+    network = cloud.json("network", "create", intnet)
+    assert network["status"] == "ACTIVE"
+    subnet = cloud.json(
+        "subnet", "create", "--network", intnet, "--subnet-range", "10.5.5.0/24", intsub
+    )
+    assert (subnet["cidr"], subnet["gateway_ip"]) == ("10.5.5.0/24", "10.5.5.1")
+    external, external_subnet = unique("external_network"), unique("external_subnet")
+    public = cloud.json(
+        "network", "create", "--external", "--provider-network-type", "flat",
+        "--provider-physical-network", "public", external,
+    )  # fmt: skip
+    assert public["router:external"] is True and public["provider:network_type"] == "flat"
+    cloud.json(
+        "subnet", "create", "--no-dhcp", "--network", external, "--subnet-range", "203.0.113.0/24",
+        "--allocation-pool", "start=203.0.113.100,end=203.0.113.200", external_subnet,
+    )  # fmt: skip
+    port = cloud.json("port", "create", "--network", intnet, unique("p1"))
+    address = port["fixed_ips"][0]["ip_address"]
+    assert ipaddress.ip_address(address) in ipaddress.ip_network("10.5.5.0/24")
+
+    networks = {n["Name"]: n for n in cloud.json("network", "list")}
+    assert networks[intnet]["Subnets"] == [subnet["id"]]
+    subnets = {s["Name"]: s for s in cloud.json("subnet", "list")}
+    assert subnets[intsub]["Subnet"] == "10.5.5.0/24"
+    assert subnets[external_subnet]["Network"] == public["id"]
+
+    in_use = cloud.openstack("network", "delete", intnet, check=False)
+    assert in_use.returncode != 0
+    cloud.openstack("port", "delete", port["id"])
+    cloud.openstack("subnet", "delete", intsub)
+    cloud.openstack("network", "delete", intnet)
+    assert intnet not in [n["Name"] for n in cloud.json("network", "list")]

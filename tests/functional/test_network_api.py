@@ -1,0 +1,238 @@
+"""The Neutron v2.0 API in-process: networks, subnets, ports, IPAM under concurrency, tenancy."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from typing import Any
+
+from tests.conftest import CloudClient
+
+NET = "/network/v2.0"
+
+
+async def create(cloud: CloudClient, token: str, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+    response = await cloud.call("POST", f"{NET}/{kind}s", token, json={kind: body})
+    assert response.status_code == 201, response.text
+    return response.json()[kind]
+
+
+async def error(
+    cloud: CloudClient, token: str, method: str, path: str, **kwargs: Any
+) -> tuple[int, str]:
+    response = await cloud.call(method, f"{NET}{path}", token, **kwargs)
+    body = response.json()
+    assert set(body["NeutronError"]) == {"type", "message", "detail"}, body
+    return response.status_code, body["NeutronError"]["type"]
+
+
+async def test_discovery(cloud: CloudClient) -> None:
+    versions = await cloud.http.get("/network/")
+    assert versions.json()["versions"][0]["id"] == "v2.0"
+    token = await cloud.token()
+    aliases = {
+        e["alias"]
+        for e in (await cloud.call("GET", f"{NET}/extensions", token)).json()["extensions"]
+    }
+    assert {"external-net", "provider", "binding", "quotas"} <= aliases
+    assert "router" not in aliases  # only what is implemented is advertised
+
+
+async def test_network_subnet_port_lifecycle(cloud: CloudClient) -> None:
+    token = await cloud.token()
+    network = await create(cloud, token, "network", {"name": "intnet"})
+    assert (network["status"], network["admin_state_up"], network["mtu"]) == ("ACTIVE", True, 1500)
+    subnet = await create(
+        cloud,
+        token,
+        "subnet",
+        {"network_id": network["id"], "cidr": "10.5.5.0/24", "ip_version": 4, "name": "intsub"},
+    )
+    assert subnet["gateway_ip"] == "10.5.5.1"
+    assert subnet["allocation_pools"] == [{"start": "10.5.5.2", "end": "10.5.5.254"}]
+    shown = (await cloud.call("GET", f"{NET}/networks/{network['id']}", token)).json()["network"]
+    assert shown["subnets"] == [subnet["id"]]
+    port = await create(cloud, token, "port", {"network_id": network["id"], "name": "p1"})
+    assert port["status"] == "ACTIVE" and port["mac_address"].startswith("fa:16:3e:")
+    [fixed] = port["fixed_ips"]
+    assert fixed["subnet_id"] == subnet["id"]
+    assert ipaddress.ip_address(fixed["ip_address"]) in ipaddress.ip_network("10.5.5.0/24")
+    assert fixed["ip_address"] != "10.5.5.1"
+    assert await error(cloud, token, "DELETE", f"/subnets/{subnet['id']}") == (409, "SubnetInUse")
+    assert await error(cloud, token, "DELETE", f"/networks/{network['id']}") == (
+        409,
+        "NetworkInUse",
+    )
+    updated = await cloud.call(
+        "PUT",
+        f"{NET}/ports/{port['id']}",
+        token,
+        json={"port": {"name": "renamed", "binding:host_id": "host1"}},
+    )
+    assert updated.json()["port"]["binding:host_id"] == "host1"
+    for path in (f"/ports/{port['id']}", f"/subnets/{subnet['id']}", f"/networks/{network['id']}"):
+        assert (await cloud.call("DELETE", f"{NET}{path}", token)).status_code == 204
+    assert await error(cloud, token, "GET", f"/networks/{network['id']}") == (
+        404,
+        "NetworkNotFound",
+    )
+
+
+async def test_subnet_validation(cloud: CloudClient) -> None:
+    token = await cloud.token()
+    network = await create(cloud, token, "network", {"name": "v"})
+    base = {"network_id": network["id"], "ip_version": 4}
+    await create(cloud, token, "subnet", {**base, "cidr": "10.1.0.0/24"})
+    cases = [
+        {**base, "cidr": "10.1.0.128/25"},  # overlaps
+        {**base, "cidr": "10.2.0.0/24", "gateway_ip": "10.9.9.1"},  # gateway outside
+        {**base, "cidr": "not-a-cidr"},
+        {**base, "cidr": "10.3.0.5/24"},  # host bits set
+        {
+            **base,
+            "cidr": "10.4.0.0/24",
+            "allocation_pools": [{"start": "10.4.1.2", "end": "10.4.1.9"}],
+        },
+        {
+            **base,
+            "cidr": "10.5.0.0/24",
+            "allocation_pools": [{"start": "10.5.0.1", "end": "10.5.0.9"}],
+        },  # has gw
+        {**base, "cidr": "fd00::/64"},  # version mismatch
+        {"ip_version": 4, "cidr": "10.6.0.0/24"},  # no network
+    ]
+    for body in cases:
+        response = await cloud.call("POST", f"{NET}/subnets", token, json={"subnet": body})
+        assert response.status_code == 400, (body, response.text)
+    no_gateway = await create(
+        cloud, token, "subnet", {**base, "cidr": "10.7.0.0/29", "gateway_ip": None}
+    )
+    assert no_gateway["gateway_ip"] is None
+    assert no_gateway["allocation_pools"] == [{"start": "10.7.0.1", "end": "10.7.0.6"}]
+    v6 = await create(cloud, token, "subnet", {**base, "ip_version": 6, "cidr": "fd00:1::/64"})
+    assert v6["gateway_ip"] == "fd00:1::1"
+
+
+async def test_fixed_ips_macs_and_exhaustion(cloud: CloudClient) -> None:
+    token = await cloud.token()
+    network = await create(cloud, token, "network", {"name": "small"})
+    subnet = await create(
+        cloud, token, "subnet", {"network_id": network["id"], "cidr": "192.168.9.0/29"}
+    )
+    wanted = [{"subnet_id": subnet["id"], "ip_address": "192.168.9.5"}]
+    chosen = await create(
+        cloud,
+        token,
+        "port",
+        {"network_id": network["id"], "fixed_ips": wanted, "mac_address": "fa:16:3e:00:00:01"},
+    )
+    assert chosen["fixed_ips"][0]["ip_address"] == "192.168.9.5"
+    again = {
+        "network_id": network["id"],
+        "fixed_ips": [{"subnet_id": subnet["id"], "ip_address": "192.168.9.5"}],
+    }
+    assert await error(cloud, token, "POST", "/ports", json={"port": again}) == (
+        409,
+        "IpAddressAlreadyAllocated",
+    )
+    same_mac = {"network_id": network["id"], "mac_address": "fa:16:3e:00:00:01"}
+    assert await error(cloud, token, "POST", "/ports", json={"port": same_mac}) == (
+        409,
+        "MacAddressInUse",
+    )
+    outside = {
+        "network_id": network["id"],
+        "fixed_ips": [{"subnet_id": subnet["id"], "ip_address": "10.0.0.1"}],
+    }
+    assert (
+        await cloud.call("POST", f"{NET}/ports", token, json={"port": outside})
+    ).status_code == 400
+    for _ in range(4):  # .2 .3 .4 .6 remain
+        await create(cloud, token, "port", {"network_id": network["id"]})
+    exhausted = await error(
+        cloud, token, "POST", "/ports", json={"port": {"network_id": network["id"]}}
+    )
+    assert exhausted == (409, "IpAddressGenerationFailure")
+    usage = (
+        await cloud.call("GET", f"{NET}/quotas/{network['project_id']}/details", token)
+    ).json()["quota"]
+    assert usage["port"]["used"] == 5  # the refused ones took nothing
+
+
+async def test_concurrent_port_creates_never_share_an_address(cloud: CloudClient) -> None:
+    token = await cloud.token()
+    network = await create(cloud, token, "network", {"name": "busy"})
+    await create(cloud, token, "subnet", {"network_id": network["id"], "cidr": "172.16.0.0/26"})
+
+    async def new_port() -> str:
+        port = await create(cloud, token, "port", {"network_id": network["id"]})
+        return str(port["fixed_ips"][0]["ip_address"])
+
+    addresses = await asyncio.gather(*(new_port() for _ in range(40)))
+    assert len(set(addresses)) == 40
+    listed = (
+        await cloud.call("GET", f"{NET}/ports?network_id={network['id']}&limit=15", token)
+    ).json()
+    assert len(listed["ports"]) == 15 and listed["ports_links"][0]["rel"] == "next"
+
+
+async def test_tenancy_shared_and_provider_attributes(cloud: CloudClient) -> None:
+    admin = await cloud.token()
+    _, alice = await cloud.project_member(admin, "net-a")
+    _, bob = await cloud.project_member(admin, "net-b")
+    private = await create(cloud, alice, "network", {"name": "alice-net"})
+    await create(cloud, alice, "subnet", {"network_id": private["id"], "cidr": "10.10.0.0/24"})
+    assert await error(cloud, bob, "GET", f"/networks/{private['id']}") == (404, "NetworkNotFound")
+    names = [
+        n["name"] for n in (await cloud.call("GET", f"{NET}/networks", bob)).json()["networks"]
+    ]
+    assert "alice-net" not in names
+    assert (
+        await cloud.call("POST", f"{NET}/ports", bob, json={"port": {"network_id": private["id"]}})
+    ).status_code == 404
+    for attrs in ({"shared": True}, {"router:external": True}, {"provider:network_type": "flat"}):
+        status, _ = await error(
+            cloud, alice, "POST", "/networks", json={"network": {"name": "x", **attrs}}
+        )
+        assert status == 403
+    shared = await create(cloud, admin, "network", {"name": "shared-net", "shared": True})
+    await create(cloud, admin, "subnet", {"network_id": shared["id"], "cidr": "10.20.0.0/24"})
+    port = await create(cloud, bob, "port", {"network_id": shared["id"]})
+    assert port["project_id"] != shared["project_id"]
+    external = await create(
+        cloud, admin, "network",
+        {"name": "public", "router:external": True, "provider:network_type": "flat",
+         "provider:physical_network": "public"},
+    )  # fmt: skip
+    assert external["provider:network_type"] == "flat" and external["router:external"] is True
+    bad_type = await cloud.call(
+        "POST",
+        f"{NET}/networks",
+        admin,
+        json={"network": {"provider:network_type": "carrier-pigeon"}},
+    )
+    assert bad_type.status_code == 400
+    member_view = (await cloud.call("GET", f"{NET}/networks/{external['id']}", alice)).json()[
+        "network"
+    ]
+    assert "provider:network_type" not in member_view
+
+
+async def test_quotas_and_filters(cloud: CloudClient) -> None:
+    admin = await cloud.token()
+    project, alice = await cloud.project_member(admin, "net-q")
+    put = await cloud.call("PUT", f"{NET}/quotas/{project}", admin, json={"quota": {"network": 1}})
+    assert put.json()["quota"]["network"] == 1
+    assert (
+        await cloud.call("PUT", f"{NET}/quotas/{project}", alice, json={"quota": {"network": 9}})
+    ).status_code == 403
+    await create(cloud, alice, "network", {"name": "only"})
+    assert await error(cloud, alice, "POST", "/networks", json={"network": {"name": "two"}}) == (
+        409,
+        "OverQuota",
+    )
+    by_name = await cloud.call("GET", f"{NET}/networks?name=only&fields=id&fields=name", alice)
+    [item] = by_name.json()["networks"]
+    assert set(item) == {"id", "name"}
+    assert (await cloud.call("GET", f"{NET}/networks?name=nothing", alice)).json()["networks"] == []
+    assert (await cloud.call("POST", f"{NET}/networks", alice, content=b"{")).status_code == 400
