@@ -105,3 +105,30 @@ class IPAllocation(Base):
     ip_address: Mapped[str] = mapped_column(String(64), primary_key=True)
     port_id: Mapped[str] = mapped_column(ID, ForeignKey("port.id", ondelete="CASCADE"), index=True)
     network_id: Mapped[str] = mapped_column(ID, index=True)
+
+
+class SecurityGroup(Stamped, Base):
+    __tablename__ = "security_group"
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_uuid)
+    stateful: Mapped[bool] = mapped_column(Boolean, default=True)
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class SecurityGroupRule(Base):
+    __tablename__ = "security_group_rule"
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_uuid)
+    security_group_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("security_group.id", ondelete="CASCADE"), index=True
+    )
+    project_id: Mapped[str] = mapped_column(String(64), index=True)
+    direction: Mapped[str] = mapped_column(String(8))
+    ethertype: Mapped[str] = mapped_column(String(8), default="IPv4")
+    protocol: Mapped[str | None] = mapped_column(String(40))
+    port_range_min: Mapped[int | None] = mapped_column(Integer)
+    port_range_max: Mapped[int | None] = mapped_column(Integer)
+    remote_ip_prefix: Mapped[str | None] = mapped_column(String(64))
+    remote_group_id: Mapped[str | None] = mapped_column(ID)
+    description: Mapped[str] = mapped_column(String(255), default="")
+    revision_number: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from onestack.network.models import Network, Port, Subnet
+from onestack.network.models import Network, Port, SecurityGroup, Subnet
 
 
-def _time(value: dt.datetime | None) -> str | None:
+def iso_time(value: dt.datetime | None) -> str | None:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
 
 
-def timestamps(row: Network | Subnet | Port) -> dict[str, Any]:
+def timestamps(row: Network | Subnet | Port | SecurityGroup) -> dict[str, Any]:
     """The standard attributes every resource carries."""
     return {
         "id": row.id,
@@ -21,8 +21,8 @@ def timestamps(row: Network | Subnet | Port) -> dict[str, Any]:
         "tenant_id": row.project_id,
         "project_id": row.project_id,
         "tags": list(row.tags or []),
-        "created_at": _time(row.created_at),
-        "updated_at": _time(row.updated_at),
+        "created_at": iso_time(row.created_at),
+        "updated_at": iso_time(row.updated_at),
         "revision_number": row.revision_number,
     }
 

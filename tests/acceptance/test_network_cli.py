@@ -42,3 +42,20 @@ def test_networks_subnets_ports_of_the_seed(all_in_one: Deployment) -> None:
     cloud.openstack("subnet", "delete", intsub)
     cloud.openstack("network", "delete", intnet)
     assert intnet not in [n["Name"] for n in cloud.json("network", "list")]
+
+
+def test_security_group_rule_on_default(all_in_one: Deployment) -> None:
+    cloud = all_in_one
+    project = unique("sgp")
+    cloud.json("project", "create", project)
+    cloud.json("user", "create", "--password", "pw", f"{project}-user")
+    cloud.openstack("role", "add", "--user", f"{project}-user", "--project", project, "member")
+    env = cloud.env_for(f"{project}-user", "pw", project)
+    rule = cloud.json(
+        "security", "group", "rule", "create", "--protocol", "icmp", "default", env=env
+    )
+    assert rule["protocol"] == "icmp" and rule["direction"] == "ingress"
+    groups = cloud.json("security", "group", "list", env=env)
+    assert [g["Name"] for g in groups] == ["default"]
+    rules = cloud.json("security", "group", "rule", "list", "default", env=env)
+    assert len(rules) == 5  # four defaults and the new one

@@ -12,7 +12,8 @@ NET = "/network/v2.0"
 
 
 async def create(cloud: CloudClient, token: str, kind: str, body: dict[str, Any]) -> dict[str, Any]:
-    response = await cloud.call("POST", f"{NET}/{kind}s", token, json={kind: body})
+    path = kind.replace("_", "-")
+    response = await cloud.call("POST", f"{NET}/{path}s", token, json={kind: body})
     assert response.status_code == 201, response.text
     return response.json()[kind]
 
@@ -236,3 +237,88 @@ async def test_quotas_and_filters(cloud: CloudClient) -> None:
     assert set(item) == {"id", "name"}
     assert (await cloud.call("GET", f"{NET}/networks?name=nothing", alice)).json()["networks"] == []
     assert (await cloud.call("POST", f"{NET}/networks", alice, content=b"{")).status_code == 400
+
+
+async def test_security_groups(cloud: CloudClient) -> None:
+    admin = await cloud.token()
+    _, alice = await cloud.project_member(admin, "sg-a")
+    _, bob = await cloud.project_member(admin, "sg-b")
+    groups = (await cloud.call("GET", f"{NET}/security-groups", alice)).json()["security_groups"]
+    [default] = [g for g in groups if g["name"] == "default"]
+    rules = {
+        (r["direction"], r["ethertype"], r["remote_group_id"])
+        for r in default["security_group_rules"]
+    }
+    assert rules == {
+        ("egress", "IPv4", None),
+        ("egress", "IPv6", None),
+        ("ingress", "IPv4", default["id"]),
+        ("ingress", "IPv6", default["id"]),
+    }
+    network = await create(cloud, alice, "network", {"name": "sgnet"})
+    await create(cloud, alice, "subnet", {"network_id": network["id"], "cidr": "10.30.0.0/24"})
+    port = await create(cloud, alice, "port", {"network_id": network["id"]})
+    assert port["security_groups"] == [default["id"]]
+    web = await create(cloud, alice, "security_group", {"name": "web"})
+    rule = {
+        "security_group_id": web["id"],
+        "direction": "ingress",
+        "protocol": "tcp",
+        "port_range_min": 80,
+        "port_range_max": 80,
+        "remote_ip_prefix": "0.0.0.0/0",
+    }
+    created = await create(cloud, alice, "security_group_rule", rule)
+    assert created["protocol"] == "tcp" and created["port_range_min"] == 80
+    duplicate = await error(
+        cloud, alice, "POST", "/security-group-rules", json={"security_group_rule": rule}
+    )
+    assert duplicate == (409, "SecurityGroupRuleExists")
+    bad_rules = [
+        {**rule, "port_range_min": 90, "port_range_max": 80},
+        {**rule, "direction": "sideways"},
+        {**rule, "protocol": "carrier-pigeon"},
+        {**rule, "remote_ip_prefix": "::/0"},
+        {**rule, "remote_ip_prefix": "nope"},
+        {**rule, "protocol": "icmp", "port_range_min": 300, "port_range_max": None},
+        {**rule, "remote_group_id": default["id"]},
+    ]
+    for bad in bad_rules:
+        response = await cloud.call(
+            "POST", f"{NET}/security-group-rules", alice, json={"security_group_rule": bad}
+        )
+        assert response.status_code == 400, (bad, response.text)
+    ping = {"security_group_id": default["id"], "direction": "ingress", "protocol": "icmp"}
+    icmp = await create(cloud, alice, "security_group_rule", ping)
+    assert icmp["port_range_min"] is None
+    listed = await cloud.call(
+        "GET", f"{NET}/security-group-rules?security_group_id={default['id']}", alice
+    )
+    assert len(listed.json()["security_group_rules"]) == 5
+    foreign = await cloud.call(
+        "POST", f"{NET}/ports", bob, json={"port": {"network_id": network["id"]}}
+    )
+    assert foreign.status_code == 404
+    assert await error(cloud, bob, "GET", f"/security-groups/{web['id']}") == (
+        404,
+        "SecurityGroupNotFound",
+    )
+    updated = await cloud.call(
+        "PUT", f"{NET}/ports/{port['id']}", alice, json={"port": {"security_groups": [web["id"]]}}
+    )
+    assert updated.json()["port"]["security_groups"] == [web["id"]]
+    assert await error(cloud, alice, "DELETE", f"/security-groups/{web['id']}") == (
+        409,
+        "SecurityGroupInUse",
+    )
+    assert await error(cloud, alice, "DELETE", f"/security-groups/{default['id']}") == (
+        409,
+        "SecurityGroupCannotRemoveDefault",
+    )
+    await cloud.call("DELETE", f"{NET}/ports/{port['id']}", alice)
+    assert (
+        await cloud.call("DELETE", f"{NET}/security-groups/{web['id']}", alice)
+    ).status_code == 204
+    assert (
+        await cloud.call("DELETE", f"{NET}/security-group-rules/{icmp['id']}", alice)
+    ).status_code == 204

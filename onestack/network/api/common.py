@@ -128,7 +128,7 @@ async def list_response(
             marker=params.get("marker"),
             sort=sort or [("created_at", "asc")],
         )
-    rows = [row for row in page.rows if _tags_match(request, row.tags or [])]
+    rows = [row for row in page.rows if _tags_match(request, getattr(row, "tags", None) or [])]
     fields = params.getlist("fields")
     items = [_select_fields(view(row), fields) for row in rows]
     body: dict[str, Any] = {collection: items}

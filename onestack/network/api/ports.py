@@ -31,6 +31,7 @@ from onestack.network.api.common import (
     service,
 )
 from onestack.network.api.networks import visible
+from onestack.network.api.security_groups import check_groups, ensure_default
 from onestack.network.models import IPAllocation, Network, Port, Subnet
 from onestack.network.views import port_view
 
@@ -267,6 +268,13 @@ async def create_port(request: Request) -> Response:
             type="PolicyNotAuthorized",
         )
     enforce(request, "create", {"project_id": owner})
+    device_owner = str(body.get("device_owner", ""))
+    secured = body.get("port_security_enabled", network.port_security_enabled)
+    if "security_groups" in body:
+        async with network_service.db.session() as session:
+            await check_groups(request, session, list(body["security_groups"] or []))
+    elif secured and not device_owner.startswith("network:"):
+        body = {**body, "security_groups": [await ensure_default(request, owner)]}
     try:
         reservation = await network_service.quotas.reserve(owner, {"port": 1})
     except QuotaExceeded as exc:
@@ -389,6 +397,8 @@ async def update_port(request: Request) -> Response:
         async with network_service.db.session() as session:
             row = await fetch(request, session, Port, request.path_params["port_id"], "port")
             enforce(request, "update", {"project_id": row.project_id})
+            if body.get("security_groups"):
+                await check_groups(request, session, list(body["security_groups"]))
             _apply(request, row, body)
             if wanted is not None:
                 network = await session.get(Network, row.network_id)

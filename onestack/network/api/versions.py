@@ -19,6 +19,7 @@ EXTENSIONS = {
     "binding": ("Port Binding", "Expose port bindings of a virtual port to external application"),
     "allowed-address-pairs": ("Allowed Address Pairs", "Provides allowed address pairs"),
     "port-security": ("Port Security", "Provides port security"),
+    "security-group": ("security-group", "The security groups extension."),
     "net-mtu": ("Network MTU", "Provides MTU attribute for a network resource."),
     "quotas": ("Quota management support", "Expose functions for quotas management per project"),
     "project-id": (
@@ -74,7 +75,7 @@ async def version(request: Request) -> Response:
                     "collection": f"{name}s",
                     "links": [{"rel": "self", "href": f"{href}{name}s"}],
                 }
-                for name in ("network", "subnet", "port")
+                for name in ("network", "subnet", "port", "security-group", "security-group-rule")
             ]
         }
     )
