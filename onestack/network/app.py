@@ -7,10 +7,19 @@ from starlette.applications import Starlette
 from onestack.core.asgi.app import service_app
 from onestack.core.asgi.errors import neutron_error
 from onestack.core.auth.middleware import TokenMiddleware, TokenValidator
-from onestack.network.api import networks, ports, quotas, security_groups, subnets, versions
+from onestack.network.api import (
+    floating_ips,
+    networks,
+    ports,
+    quotas,
+    routers,
+    security_groups,
+    subnets,
+    versions,
+)
 from onestack.network.service import NetworkService
 
-MODULES = (versions, networks, subnets, ports, security_groups, quotas)
+MODULES = (versions, networks, subnets, ports, security_groups, routers, floating_ips, quotas)
 
 
 def is_public(method: str, path: str) -> bool:

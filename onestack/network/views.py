@@ -5,14 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from onestack.network.models import Network, Port, SecurityGroup, Subnet
+from onestack.network.models import Network, Port, Router, SecurityGroup, Subnet
 
 
 def iso_time(value: dt.datetime | None) -> str | None:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
 
 
-def timestamps(row: Network | Subnet | Port | SecurityGroup) -> dict[str, Any]:
+def timestamps(row: Network | Subnet | Port | SecurityGroup | Router) -> dict[str, Any]:
     """The standard attributes every resource carries."""
     return {
         "id": row.id,

@@ -26,9 +26,22 @@ def test_networks_subnets_ports_of_the_seed(all_in_one: Deployment) -> None:
         "subnet", "create", "--no-dhcp", "--network", external, "--subnet-range", "203.0.113.0/24",
         "--allocation-pool", "start=203.0.113.100,end=203.0.113.200", external_subnet,
     )  # fmt: skip
+    router = unique("r1")
+    cloud.json("router", "create", router)
+    cloud.openstack("router", "set", "--external-gateway", external, router)
+    cloud.openstack("router", "add", "subnet", router, intsub)
+    gateway = cloud.json("router", "show", router)["external_gateway_info"]
+    assert gateway["network_id"] == public["id"]
     port = cloud.json("port", "create", "--network", intnet, unique("p1"))
     address = port["fixed_ips"][0]["ip_address"]
     assert ipaddress.ip_address(address) in ipaddress.ip_network("10.5.5.0/24")
+    fip = cloud.json("floating", "ip", "create", external)
+    assert ipaddress.ip_address(fip["floating_ip_address"]) in ipaddress.ip_network(
+        "203.0.113.0/24"
+    )
+    cloud.openstack("floating", "ip", "set", "--port", port["id"], fip["floating_ip_address"])
+    shown = cloud.json("floating", "ip", "show", fip["floating_ip_address"])
+    assert (shown["port_id"], shown["fixed_ip_address"]) == (port["id"], address)
 
     networks = {n["Name"]: n for n in cloud.json("network", "list")}
     assert networks[intnet]["Subnets"] == [subnet["id"]]
@@ -38,7 +51,10 @@ def test_networks_subnets_ports_of_the_seed(all_in_one: Deployment) -> None:
 
     in_use = cloud.openstack("network", "delete", intnet, check=False)
     assert in_use.returncode != 0
+    cloud.openstack("floating", "ip", "delete", fip["floating_ip_address"])
     cloud.openstack("port", "delete", port["id"])
+    cloud.openstack("router", "remove", "subnet", router, intsub)
+    cloud.openstack("router", "delete", router)
     cloud.openstack("subnet", "delete", intsub)
     cloud.openstack("network", "delete", intnet)
     assert intnet not in [n["Name"] for n in cloud.json("network", "list")]

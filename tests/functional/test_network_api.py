@@ -36,7 +36,7 @@ async def test_discovery(cloud: CloudClient) -> None:
         for e in (await cloud.call("GET", f"{NET}/extensions", token)).json()["extensions"]
     }
     assert {"external-net", "provider", "binding", "quotas"} <= aliases
-    assert "router" not in aliases  # only what is implemented is advertised
+    assert "dhcp_agent_scheduler" not in aliases  # only what is implemented is advertised
 
 
 async def test_network_subnet_port_lifecycle(cloud: CloudClient) -> None:
@@ -322,3 +322,117 @@ async def test_security_groups(cloud: CloudClient) -> None:
     assert (
         await cloud.call("DELETE", f"{NET}/security-group-rules/{icmp['id']}", alice)
     ).status_code == 204
+
+
+async def test_routers_and_floating_ips(cloud: CloudClient) -> None:
+    admin = await cloud.token()
+    _, alice = await cloud.project_member(admin, "l3-a")
+    _, bob = await cloud.project_member(admin, "l3-b")
+    public = await create(
+        cloud, admin, "network",
+        {"name": "ext", "router:external": True, "provider:network_type": "flat",
+         "provider:physical_network": "public"},
+    )  # fmt: skip
+    await create(
+        cloud, admin, "subnet",
+        {"network_id": public["id"], "cidr": "203.0.113.0/24", "enable_dhcp": False,
+         "allocation_pools": [{"start": "203.0.113.100", "end": "203.0.113.200"}]},
+    )  # fmt: skip
+    internal = await create(cloud, alice, "network", {"name": "in"})
+    subnet = await create(
+        cloud, alice, "subnet", {"network_id": internal["id"], "cidr": "10.40.0.0/24"}
+    )
+    router = await create(cloud, alice, "router", {"name": "r1"})
+    assert router["external_gateway_info"] is None
+    gateway = await cloud.call(
+        "PUT", f"{NET}/routers/{router['id']}", alice,
+        json={"router": {"external_gateway_info": {"network_id": public["id"]}}},
+    )  # fmt: skip
+    info = gateway.json()["router"]["external_gateway_info"]
+    assert info["network_id"] == public["id"] and info["enable_snat"] is True
+    assert info["external_fixed_ips"][0]["ip_address"].startswith("203.0.113.")
+    added = await cloud.call(
+        "PUT",
+        f"{NET}/routers/{router['id']}/add_router_interface",
+        alice,
+        json={"subnet_id": subnet["id"]},
+    )
+    assert added.status_code == 200 and added.json()["subnet_id"] == subnet["id"]
+    interface = added.json()["port_id"]
+    shown_port = (await cloud.call("GET", f"{NET}/ports/{interface}", alice)).json()["port"]
+    assert shown_port["fixed_ips"][0]["ip_address"] == "10.40.0.1"
+    assert shown_port["device_owner"] == "network:router_interface"
+    assert await error(cloud, alice, "DELETE", f"/ports/{interface}") == (409, "ServicePortInUse")
+    overlapping = await create(cloud, alice, "network", {"name": "in2"})
+    clash = await create(
+        cloud, alice, "subnet", {"network_id": overlapping["id"], "cidr": "10.40.0.0/25"}
+    )
+    status, _ = await error(
+        cloud,
+        alice,
+        "PUT",
+        f"/routers/{router['id']}/add_router_interface",
+        json={"subnet_id": clash["id"]},
+    )
+    assert status == 400
+    routes_ok = await cloud.call(
+        "PUT", f"{NET}/routers/{router['id']}", alice,
+        json={"router": {"routes": [{"destination": "192.168.0.0/16", "nexthop": "10.40.0.254"}]}},
+    )  # fmt: skip
+    assert routes_ok.json()["router"]["routes"][0]["nexthop"] == "10.40.0.254"
+    bad_route = await cloud.call(
+        "PUT", f"{NET}/routers/{router['id']}", alice,
+        json={"router": {"routes": [{"destination": "192.168.0.0/16", "nexthop": "172.31.0.1"}]}},
+    )  # fmt: skip
+    assert bad_route.status_code == 400
+
+    vm_port = await create(cloud, alice, "port", {"network_id": internal["id"]})
+    fip = await create(cloud, alice, "floatingip", {"floating_network_id": public["id"]})
+    assert fip["status"] == "DOWN" and fip["floating_ip_address"].startswith("203.0.113.")
+    associated = await cloud.call(
+        "PUT",
+        f"{NET}/floatingips/{fip['id']}",
+        alice,
+        json={"floatingip": {"port_id": vm_port["id"]}},
+    )
+    body = associated.json()["floatingip"]
+    assert (body["port_id"], body["router_id"], body["status"]) == (
+        vm_port["id"],
+        router["id"],
+        "ACTIVE",
+    )
+    assert body["fixed_ip_address"] == vm_port["fixed_ips"][0]["ip_address"]
+    bob_fip = await create(cloud, bob, "floatingip", {"floating_network_id": public["id"]})
+    stolen = await cloud.call(
+        "PUT",
+        f"{NET}/floatingips/{bob_fip['id']}",
+        bob,
+        json={"floatingip": {"port_id": vm_port["id"]}},
+    )
+    assert stolen.status_code == 404
+    unrouted = await create(cloud, alice, "port", {"network_id": overlapping["id"]})
+    no_route = await error(
+        cloud,
+        alice,
+        "PUT",
+        f"/floatingips/{fip['id']}",
+        json={"floatingip": {"port_id": unrouted["id"]}},
+    )
+    assert no_route == (404, "ExternalGatewayForFloatingIPNotFound")
+    await cloud.call("DELETE", f"{NET}/ports/{vm_port['id']}", alice)
+    after = (await cloud.call("GET", f"{NET}/floatingips/{fip['id']}", alice)).json()["floatingip"]
+    assert after["port_id"] is None and after["status"] == "DOWN"
+    assert await error(cloud, alice, "DELETE", f"/routers/{router['id']}") == (409, "RouterInUse")
+    removed = await cloud.call(
+        "PUT",
+        f"{NET}/routers/{router['id']}/remove_router_interface",
+        alice,
+        json={"subnet_id": subnet["id"]},
+    )
+    assert removed.status_code == 200
+    for path in (f"/floatingips/{fip['id']}", f"/routers/{router['id']}"):
+        assert (await cloud.call("DELETE", f"{NET}{path}", alice)).status_code == 204
+    leftovers = (await cloud.call("GET", f"{NET}/ports?network_id={public['id']}", admin)).json()[
+        "ports"
+    ]
+    assert [p["device_owner"] for p in leftovers] == ["network:floatingip"]  # bob's

@@ -7,7 +7,7 @@ import random
 import re
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
@@ -32,7 +32,7 @@ from onestack.network.api.common import (
 )
 from onestack.network.api.networks import visible
 from onestack.network.api.security_groups import check_groups, ensure_default
-from onestack.network.models import IPAllocation, Network, Port, Subnet
+from onestack.network.models import FloatingIP, IPAllocation, Network, Port, Subnet
 from onestack.network.views import port_view
 
 routes = RouteTable()
@@ -57,6 +57,7 @@ COLUMNS = {
 MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 ATTEMPTS = 20
 ADMIN_ONLY = ("binding:host_id", "binding:profile")
+SERVICE_OWNED = ("network:router_interface", "network:router_gateway", "network:floatingip")
 
 
 class MacAddressInUse(APIError):
@@ -347,6 +348,26 @@ async def _create_with_retries(
     raise AssertionError("unreachable")
 
 
+async def create_service_port(
+    request: Request,
+    network: Network,
+    owner: str,
+    device_owner: str,
+    device_id: str,
+    wanted: list[dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    """A port the network service itself holds (router gateway or interface, floating IP)."""
+    body = {"network_id": network.id, "device_owner": device_owner, "device_id": device_id}
+    return await _create_with_retries(request, body, network, owner, wanted)
+
+
+async def delete_service_port(request: Request, port_id: str) -> None:
+    """Remove a port the network service holds, with its addresses."""
+    async with service(request).db.session() as session:
+        await session.execute(delete(IPAllocation).where(IPAllocation.port_id == port_id))
+        await session.execute(delete(Port).where(Port.id == port_id))
+
+
 @routes.get("/v2.0/ports")
 async def list_ports(request: Request) -> Response:
     enforce(request, "read")
@@ -433,7 +454,18 @@ async def delete_port(request: Request) -> Response:
     async with network_service.db.session() as session:
         row = await fetch(request, session, Port, request.path_params["port_id"], "port")
         enforce(request, "delete", {"project_id": row.project_id})
+        if row.device_owner in SERVICE_OWNED:
+            raise Conflict(
+                f"Port {row.id} cannot be deleted directly via the port API: has device owner "
+                f"{row.device_owner}.",
+                type="ServicePortInUse",
+            )
         project_id = row.project_id
+        await session.execute(
+            update(FloatingIP)
+            .where(FloatingIP.port_id == row.id)
+            .values(port_id=None, fixed_ip_address=None, router_id=None, status="DOWN")
+        )
         await session.execute(delete(IPAllocation).where(IPAllocation.port_id == row.id))
         await session.delete(row)
     await network_service.quotas.release(project_id, {"port": 1})

@@ -20,6 +20,16 @@ EXTENSIONS = {
     "allowed-address-pairs": ("Allowed Address Pairs", "Provides allowed address pairs"),
     "port-security": ("Port Security", "Provides port security"),
     "security-group": ("security-group", "The security groups extension."),
+    "router": (
+        "Neutron L3 Router",
+        "Router abstraction for basic L3 forwarding between L2 networks",
+    ),
+    "ext-gw-mode": (
+        "Neutron L3 Configurable external gateway mode",
+        "Extension of the router abstraction for specifying whether SNAT should occur on the "
+        "external gateway",
+    ),
+    "extraroute": ("Neutron Extra Route", "Extra routes configuration for L3 router"),
     "net-mtu": ("Network MTU", "Provides MTU attribute for a network resource."),
     "quotas": ("Quota management support", "Expose functions for quotas management per project"),
     "project-id": (
@@ -75,7 +85,15 @@ async def version(request: Request) -> Response:
                     "collection": f"{name}s",
                     "links": [{"rel": "self", "href": f"{href}{name}s"}],
                 }
-                for name in ("network", "subnet", "port", "security-group", "security-group-rule")
+                for name in (
+                    "network",
+                    "subnet",
+                    "port",
+                    "security-group",
+                    "security-group-rule",
+                    "router",
+                    "floatingip",
+                )
             ]
         }
     )
