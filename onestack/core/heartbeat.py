@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    delete,
     insert,
     select,
     update,
@@ -71,6 +72,7 @@ class ServiceRecord:
     disabled_reason: str | None
     forced_down: bool
     last_seen_at: dt.datetime | None
+    created_at: dt.datetime
     up: bool
 
 
@@ -135,6 +137,7 @@ class ServiceRegistry:
                 disabled_reason=row.disabled_reason,
                 forced_down=row.forced_down,
                 last_seen_at=row.last_seen_at,
+                created_at=row.created_at,
                 up=(
                     not row.forced_down
                     and row.last_seen_at is not None
@@ -143,6 +146,12 @@ class ServiceRegistry:
             )
             for row in rows
         ]
+
+    async def delete(self, record_id: str) -> bool:
+        """Forget a record (a host taken out of service); False when it does not exist."""
+        async with self.db.session() as session:
+            result = await session.execute(delete(self.table).where(self.table.c.id == record_id))
+            return bool(affected(result))
 
     async def set_state(
         self,

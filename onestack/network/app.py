@@ -8,6 +8,7 @@ from onestack.core.asgi.app import service_app
 from onestack.core.asgi.errors import neutron_error
 from onestack.core.auth.middleware import TokenMiddleware, TokenValidator
 from onestack.network.api import (
+    agents,
     floating_ips,
     networks,
     ports,
@@ -19,7 +20,17 @@ from onestack.network.api import (
 )
 from onestack.network.service import NetworkService
 
-MODULES = (versions, networks, subnets, ports, security_groups, routers, floating_ips, quotas)
+MODULES = (
+    versions,
+    networks,
+    subnets,
+    ports,
+    security_groups,
+    routers,
+    floating_ips,
+    quotas,
+    agents,
+)
 
 
 def is_public(method: str, path: str) -> bool:

@@ -10,6 +10,7 @@ from sqlalchemy import JSON, Boolean, ForeignKey, Integer, MetaData, String, Uni
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from onestack.core.db import UTCDateTime, utcnow
+from onestack.core.heartbeat import ServiceTables
 from onestack.core.quota import QuotaTables
 
 ID = String(36)
@@ -27,6 +28,7 @@ class Base(DeclarativeBase):
 
 
 QUOTA_TABLES = QuotaTables(Base.metadata, "network")
+SERVICE_TABLES = ServiceTables(Base.metadata, "network")
 
 
 class Stamped:

@@ -11,4 +11,5 @@ RULES = [
     RuleDefault("network:admin_attributes", ADMIN),
     RuleDefault("network:read", f"{ADMIN} or role:reader"),
     RuleDefault("network:quota_update", ADMIN),
+    RuleDefault("network:agents", ADMIN),
 ]

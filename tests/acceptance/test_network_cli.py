@@ -75,3 +75,10 @@ def test_security_group_rule_on_default(all_in_one: Deployment) -> None:
     assert [g["Name"] for g in groups] == ["default"]
     rules = cloud.json("security", "group", "rule", "list", "default", env=env)
     assert len(rules) == 5  # four defaults and the new one
+
+
+def test_network_agent_list(all_in_one: Deployment) -> None:
+    [agent] = all_in_one.json("network", "agent", "list")
+    assert agent["Alive"] is True and agent["Binary"] == "onestack-network-agent"
+    shown = all_in_one.json("network", "agent", "show", agent["ID"])
+    assert shown["configuration"]["driver"] == "noop"

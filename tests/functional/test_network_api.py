@@ -436,3 +436,18 @@ async def test_routers_and_floating_ips(cloud: CloudClient) -> None:
         "ports"
     ]
     assert [p["device_owner"] for p in leftovers] == ["network:floatingip"]  # bob's
+
+
+async def test_agents(cloud: CloudClient) -> None:
+    admin = await cloud.token()
+    _, member = await cloud.project_member(admin, "agents")
+    [agent] = (await cloud.call("GET", f"{NET}/agents", admin)).json()["agents"]
+    assert agent["alive"] is True and agent["binary"] == "onestack-network-agent"
+    assert agent["configurations"]["driver"] == "noop"
+    assert (await cloud.call("GET", f"{NET}/agents", member)).status_code == 403
+    disabled = await cloud.call(
+        "PUT", f"{NET}/agents/{agent['id']}", admin, json={"agent": {"admin_state_up": False}}
+    )
+    assert disabled.json()["agent"]["admin_state_up"] is False
+    assert await error(cloud, admin, "DELETE", f"/agents/{agent['id']}") == (409, "AgentInUse")
+    assert await error(cloud, admin, "GET", "/agents/missing") == (404, "AgentNotFound")

@@ -30,6 +30,7 @@ EXTENSIONS = {
         "external gateway",
     ),
     "extraroute": ("Neutron Extra Route", "Extra routes configuration for L3 router"),
+    "agent": ("agent", "The agent management extension."),
     "net-mtu": ("Network MTU", "Provides MTU attribute for a network resource."),
     "quotas": ("Quota management support", "Expose functions for quotas management per project"),
     "project-id": (
