@@ -16,6 +16,7 @@ from onestack.network.api import (
     routers,
     security_groups,
     subnets,
+    tags,
     versions,
 )
 from onestack.network.service import NetworkService
@@ -30,6 +31,7 @@ MODULES = (
     floating_ips,
     quotas,
     agents,
+    tags,
 )
 
 

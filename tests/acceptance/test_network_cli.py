@@ -10,8 +10,9 @@ from tests.acceptance.conftest import Deployment, unique
 def test_networks_subnets_ports_of_the_seed(all_in_one: Deployment) -> None:
     cloud = all_in_one
     intnet, intsub = unique("intnet"), unique("intsub")
-    network = cloud.json("network", "create", intnet)
+    network = cloud.json("network", "create", "--tag", "seed", intnet)
     assert network["status"] == "ACTIVE"
+    assert cloud.json("network", "show", intnet)["tags"] == ["seed"]
     subnet = cloud.json(
         "subnet", "create", "--network", intnet, "--subnet-range", "10.5.5.0/24", intsub
     )

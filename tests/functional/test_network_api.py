@@ -451,3 +451,26 @@ async def test_agents(cloud: CloudClient) -> None:
     assert disabled.json()["agent"]["admin_state_up"] is False
     assert await error(cloud, admin, "DELETE", f"/agents/{agent['id']}") == (409, "AgentInUse")
     assert await error(cloud, admin, "GET", "/agents/missing") == (404, "AgentNotFound")
+
+
+async def test_tags_on_resources(cloud: CloudClient) -> None:
+    token = await cloud.token()
+    network = await create(cloud, token, "network", {"name": "tagged"})
+    path = f"{NET}/networks/{network['id']}/tags"
+    assert (await cloud.call("PUT", f"{path}/red", token)).status_code == 201
+    replaced = await cloud.call("PUT", path, token, json={"tags": ["blue", "green"]})
+    assert replaced.json()["tags"] == ["blue", "green"]
+    assert (await cloud.call("GET", f"{path}/blue", token)).status_code == 204
+    assert await error(cloud, token, "GET", f"/networks/{network['id']}/tags/red") == (
+        404,
+        "TagNotFound",
+    )
+    listed = await cloud.call("GET", f"{NET}/networks?tags=blue,green", token)
+    assert [n["id"] for n in listed.json()["networks"]] == [network["id"]]
+    excluded = await cloud.call("GET", f"{NET}/networks?not-tags=blue", token)
+    assert network["id"] not in [n["id"] for n in excluded.json()["networks"]]
+    assert (await cloud.call("DELETE", path, token)).status_code == 204
+    assert (await cloud.call("GET", path, token)).json()["tags"] == []
+    assert (
+        await cloud.call("PUT", f"{NET}/gadgets/{network['id']}/tags/x", token)
+    ).status_code == 404

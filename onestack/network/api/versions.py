@@ -31,6 +31,10 @@ EXTENSIONS = {
     ),
     "extraroute": ("Neutron Extra Route", "Extra routes configuration for L3 router"),
     "agent": ("agent", "The agent management extension."),
+    "standard-attr-tag": (
+        "Tag support for resources with standard attribute",
+        "Enables to set tag on resources with standard attribute.",
+    ),
     "net-mtu": ("Network MTU", "Provides MTU attribute for a network resource."),
     "quotas": ("Quota management support", "Expose functions for quotas management per project"),
     "project-id": (
