@@ -232,6 +232,11 @@ async def test_quotas_and_filters(cloud: CloudClient) -> None:
         409,
         "OverQuota",
     )
+    below = {"quota": {"network": 0, "check_limit": True}}
+    assert await error(cloud, admin, "PUT", f"/quotas/{project}", json=below) == (
+        400,
+        "InvalidQuotaValue",
+    )
     by_name = await cloud.call("GET", f"{NET}/networks?name=only&fields=id&fields=name", alice)
     [item] = by_name.json()["networks"]
     assert set(item) == {"id", "name"}

@@ -46,10 +46,24 @@ async def show_details(request: Request) -> Response:
 async def update_quota(request: Request) -> Response:
     enforce(request, "quota_update")
     body = body_of(await json_body(request), "quota")
+    check_limit = body.pop("check_limit", False) is True
+    body.pop("force", None)
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in body.values()):
         raise BadRequest("Quota limits must be integers (-1 for unlimited).")
+    project_id = request.path_params["project_id"]
+    quotas = service(request).quotas
+    if check_limit:
+        usage = await quotas.usage(project_id)
+        for name, limit in body.items():
+            used = usage.get(name, {}).get("in_use", 0)
+            if limit != -1 and limit < used:
+                raise BadRequest(
+                    f"Quota limit {limit} for {name} must be equal or greater than existing "
+                    f"resources ({used}).",
+                    type="InvalidQuotaValue",
+                )
     try:
-        limits = await service(request).quotas.set_limits(request.path_params["project_id"], body)
+        limits = await quotas.set_limits(project_id, body)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
     return JSONResponse({"quota": limits})
