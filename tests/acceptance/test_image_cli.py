@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -203,3 +204,36 @@ def test_image_service_served_apart(scale_out: Deployment, disk: Path, tmp_path:
         time.sleep(0.2)
     assert status == 401, "the image service stopped honouring a revoked token"
     cloud.openstack("image", "delete", name)
+
+
+def test_broken_upload_is_killed_and_leaves_nothing(all_in_one: Deployment) -> None:
+    base = all_in_one.auth_url.removesuffix("/identity/v3")
+    token = issue_token(all_in_one.auth_url, "admin", ADMIN_PASSWORD, "admin")
+    headers = {"X-Auth-Token": token.headers["x-subject-token"]}
+    image = httpx.post(
+        f"{base}/image/v2/images",
+        json={"name": unique("broken"), "disk_format": "raw", "container_format": "bare"},
+        headers=headers,
+    ).json()
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as raw:
+        raw.sendall(
+            (
+                f"PUT /image/v2/images/{image['id']}/file HTTP/1.1\r\nHost: {host}\r\n"
+                f"X-Auth-Token: {headers['X-Auth-Token']}\r\n"
+                "Content-Type: application/octet-stream\r\nContent-Length: 50000000\r\n\r\n"
+            ).encode()
+        )
+        raw.sendall(b"\0" * 6_000_000)  # more than one 4 MiB batch, far less than promised
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{base}/image/v2/images/{image['id']}", headers=headers).json()[
+            "status"
+        ]
+        if status == "killed":
+            break
+        time.sleep(0.1)
+    assert status == "killed"
+    store = Path(all_in_one.extra_env["data_dir"]) / "images"
+    assert not [p for p in store.iterdir() if image["id"] in p.name]
+    assert httpx.delete(f"{base}/image/v2/images/{image['id']}", headers=headers).status_code == 204
