@@ -10,6 +10,7 @@ unit, on SQLite, PostgreSQL or MariaDB alike.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,8 +109,11 @@ class QuotaEngine:
         defaults: dict[str, int],
         *,
         reservation_ttl: dt.timedelta = dt.timedelta(hours=1),
+        limit_source: Callable[[str], Awaitable[dict[str, int]]] | None = None,
     ):
         self.db = db
+        # Limits managed elsewhere (identity's unified limits) win over the local table.
+        self.limit_source = limit_source
         self.tables = tables
         self.defaults = dict(defaults)
         self.reservation_ttl = reservation_ttl
@@ -125,7 +129,11 @@ class QuotaEngine:
                 self.tables.limit.c.project_id == project_id
             )
         )
-        return {**self.defaults, **{r: int(v) for r, v in rows}}
+        limits = {**self.defaults, **{r: int(v) for r, v in rows}}
+        if self.limit_source is not None:
+            managed = await self.limit_source(project_id)
+            limits.update({r: v for r, v in managed.items() if r in self.defaults})
+        return limits
 
     async def set_limits(self, project_id: str, limits: dict[str, int]) -> dict[str, int]:
         """Set some of a project's limits; unknown resources are a ValueError."""

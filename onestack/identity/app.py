@@ -15,6 +15,7 @@ from onestack.identity.api import (
     credentials,
     domains,
     groups,
+    limits,
     projects,
     roles,
     users,
@@ -34,6 +35,7 @@ MODULES = (
     catalog,
     credentials,
     app_credentials,
+    limits,
 )
 PUBLIC = {("GET", "/"), ("GET", "/v3"), ("GET", "/v3/"), ("POST", "/v3/auth/tokens")}
 

@@ -189,3 +189,32 @@ class Generation(Base):
     __tablename__ = "generation"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     value: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class RegisteredLimit(Base):
+    """A service's default limit for one resource (unified limits)."""
+
+    __tablename__ = "registered_limit"
+    __table_args__ = (UniqueConstraint("service_id", "region_id", "resource_name"),)
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
+    service_id: Mapped[str] = mapped_column(ID, ForeignKey("service.id", ondelete="CASCADE"))
+    region_id: Mapped[str] = mapped_column(String(255), default="")
+    resource_name: Mapped[str] = mapped_column(String(255))
+    default_limit: Mapped[int] = mapped_column(Integer)
+    description: Mapped[str] = mapped_column(Text, default="")
+
+
+class Limit(Base):
+    """A project's own limit for one resource of a service, overriding the default."""
+
+    __tablename__ = "project_limit"
+    __table_args__ = (UniqueConstraint("project_id", "service_id", "region_id", "resource_name"),)
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("project.id", ondelete="CASCADE"), index=True
+    )
+    service_id: Mapped[str] = mapped_column(ID, ForeignKey("service.id", ondelete="CASCADE"))
+    region_id: Mapped[str] = mapped_column(String(255), default="")
+    resource_name: Mapped[str] = mapped_column(String(255))
+    resource_limit: Mapped[int] = mapped_column(Integer)
+    description: Mapped[str] = mapped_column(Text, default="")

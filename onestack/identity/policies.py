@@ -56,6 +56,14 @@ RULES: list[RuleDefault] = [
     *_rules("list_grants check_grant", ADMIN_OR_READER),
     *_rules("create_grant revoke_grant", ADMIN),
     *_rules("list_role_assignments", ADMIN_OR_READER),
+    *_rules("list_registered_limits get_registered_limit", ""),
+    *_rules(
+        "create_registered_limits update_registered_limit delete_registered_limit "
+        "create_limits update_limit delete_limit list_limits",
+        ADMIN,
+    ),
+    *_rules("get_own_limits", "role:reader"),
+    *_rules("get_limit", f"{ADMIN} or project_id:%(project_id)s"),
     *_rules("get_region list_regions get_endpoint list_endpoints get_service list_services", ""),
     *_rules(
         "create_region update_region delete_region create_service update_service "

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from onestack.core.auth.policy import PolicyEngine
-from onestack.core.auth.remote import IDENTITY_EVENTS
 from onestack.core.bus.base import Bus, Consumer
 from onestack.core.config import Settings
 from onestack.core.db import Database
+from onestack.core.identity_events import IDENTITY_EVENTS
 from onestack.identity.fernet import KeyRepository, SecretBox, TokenFormatter
 from onestack.identity.passwords import Passwords
 from onestack.identity.policies import RULES

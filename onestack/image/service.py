@@ -8,6 +8,7 @@ from pathlib import Path
 from onestack.core.auth.policy import PolicyEngine
 from onestack.core.config import Settings
 from onestack.core.db import Database
+from onestack.core.limits import UnifiedLimits
 from onestack.core.quota import QuotaEngine
 from onestack.image.models import QUOTA_TABLES
 from onestack.image.policies import RULES
@@ -21,7 +22,7 @@ MIB = 1 << 20
 class ImageService:
     """Everything the image API handlers need, built once per process."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, limits: UnifiedLimits | None = None):
         self.settings = settings
         config = settings.image
         self.db = Database(settings.database_url("image"), MIGRATIONS)
@@ -42,6 +43,7 @@ class ImageService:
                 "image_size_total": config.quota_image_size_mib,
                 "image_stage_total": config.quota_image_size_mib,
             },
+            limit_source=limits.for_project if limits is not None else None,
         )
         self.max_image_size = config.max_image_size
         self.policy = PolicyEngine(

@@ -8,6 +8,7 @@ from onestack.core.auth.remote import RemoteTokenValidator
 from onestack.core.bus.base import Bus, Consumer
 from onestack.core.client import ServiceClient
 from onestack.core.config import Settings
+from onestack.core.limits import UnifiedLimits
 from onestack.image.app import build_app
 from onestack.image.service import ImageService
 
@@ -18,18 +19,22 @@ class ImageUnit:
     name = "image"
 
     def __init__(self, settings: Settings, bus: Bus | None, client: ServiceClient):
-        self.service = ImageService(settings)
+        self.limits = UnifiedLimits(client, "image")
+        self.service = ImageService(settings, self.limits)
         self.bus = bus
         self.validator = RemoteTokenValidator(client)
         self.app: ASGIApp = build_app(self.service, self.validator)
-        self._listener: Consumer | None = None
+        self._listeners: list[Consumer] = []
 
     async def start(self) -> None:
         await self.service.start()
         if self.bus is not None:
-            self._listener = await self.validator.listen(self.bus)
+            self._listeners = [
+                await self.validator.listen(self.bus),
+                await self.limits.listen(self.bus),
+            ]
 
     async def stop(self) -> None:
-        if self._listener is not None:
-            await self._listener.stop()
+        for listener in self._listeners:
+            await listener.stop()
         await self.service.stop()

@@ -237,3 +237,27 @@ def test_broken_upload_is_killed_and_leaves_nothing(all_in_one: Deployment) -> N
     store = Path(all_in_one.extra_env["data_dir"]) / "images"
     assert not [p for p in store.iterdir() if image["id"] in p.name]
     assert httpx.delete(f"{base}/image/v2/images/{image['id']}", headers=headers).status_code == 204
+
+
+def test_image_quota_set_with_unified_limits(all_in_one: Deployment, disk: Path) -> None:
+    cloud = all_in_one
+    project = unique("quota")
+    cloud.json("project", "create", project)
+    cloud.json("user", "create", "--password", "pw", f"{project}-user")
+    cloud.openstack("role", "add", "--user", f"{project}-user", "--project", project, "member")
+    existing = cloud.json("registered", "limit", "list", "--service", "glance")
+    if not [r for r in existing if r["Resource Name"] == "image_count_total"]:
+        cloud.json(
+            "registered", "limit", "create", "--service", "glance", "--default-limit", "100",
+            "image_count_total",
+        )  # fmt: skip
+    cloud.json(
+        "limit", "create", "--project", project, "--service", "glance", "--resource-limit", "1",
+        "image_count_total",
+    )  # fmt: skip
+    env = cloud.env_for(f"{project}-user", "pw", project)
+    cloud.json(
+        "image", "create", "--file", str(disk), "--disk-format", "qcow2", unique("one"), env=env
+    )
+    refused = cloud.openstack("image", "create", unique("two"), env=env, check=False)
+    assert refused.returncode != 0 and "413" in refused.stderr + refused.stdout

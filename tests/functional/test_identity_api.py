@@ -529,3 +529,56 @@ async def test_unknown_routes_and_methods(identity: IdentityClient) -> None:
     wrong = await identity.call("PUT", "/v3/users", admin)
     assert wrong.status_code == 405
     assert missing.headers["x-openstack-request-id"].startswith("req-")
+
+
+async def test_unified_limits(identity: IdentityClient) -> None:
+    admin = await identity.token()
+    service = await create(identity, admin, "service", {"type": "image", "name": "glance"})
+    registered = await identity.call(
+        "POST",
+        "/v3/registered_limits",
+        admin,
+        json={
+            "registered_limits": [
+                {
+                    "service_id": service["id"],
+                    "resource_name": "image_count_total",
+                    "default_limit": 10,
+                }
+            ]
+        },
+    )
+    assert registered.status_code == 201
+    project, _, member = await member_of_new_project(identity, admin, "lim")
+    entry = {
+        "service_id": service["id"],
+        "project_id": project["id"],
+        "resource_name": "image_count_total",
+        "resource_limit": 2,
+    }
+    created = await identity.call("POST", "/v3/limits", admin, json={"limits": [entry]})
+    assert created.status_code == 201
+    limit = created.json()["limits"][0]
+    assert (
+        await identity.call("POST", "/v3/limits", admin, json={"limits": [entry]})
+    ).status_code == 409
+    unregistered = {**entry, "resource_name": "image_size_total"}
+    assert (
+        await identity.call("POST", "/v3/limits", admin, json={"limits": [unregistered]})
+    ).status_code == 400
+    negative = {**entry, "resource_limit": -5}
+    assert (
+        await identity.call("POST", "/v3/limits", admin, json={"limits": [negative]})
+    ).status_code == 400
+    assert (
+        await identity.call("POST", "/v3/limits", member, json={"limits": [entry]})
+    ).status_code == 403
+    own = await identity.call("GET", "/v3/limits", member)
+    assert [item["id"] for item in own.json()["limits"]] == [limit["id"]]
+    patched = await identity.call(
+        "PATCH", f"/v3/limits/{limit['id']}", admin, json={"limit": {"resource_limit": 3}}
+    )
+    assert patched.json()["limit"]["resource_limit"] == 3
+    model = await identity.call("GET", "/v3/limits/model", admin)
+    assert model.json()["model"]["name"] == "flat"
+    assert (await identity.call("DELETE", f"/v3/limits/{limit['id']}", admin)).status_code == 204

@@ -395,3 +395,24 @@ async def test_list_filters_sorting_and_paging(cloud: CloudClient, qcow2: bytes)
     ).status_code == 400
     assert (await cloud.call("GET", "/image/v2/images?marker=missing", token)).status_code == 404
     assert (await cloud.call("GET", "/image/v2/images?sort_key=bogus", token)).status_code == 400
+
+
+async def test_quotas_from_unified_limits(cloud: CloudClient) -> None:
+    admin = await cloud.token()
+    project, alice = await cloud.project_member(admin, "limited")
+    services = await cloud.call("GET", "/identity/v3/services?type=image", admin)
+    glance = services.json()["services"][0]["id"]
+    registered = {"service_id": glance, "resource_name": "image_count_total", "default_limit": 100}
+    await cloud.call(
+        "POST", "/identity/v3/registered_limits", admin, json={"registered_limits": [registered]}
+    )
+    own = {
+        "service_id": glance,
+        "project_id": project,
+        "resource_name": "image_count_total",
+        "resource_limit": 1,
+    }
+    await cloud.call("POST", "/identity/v3/limits", admin, json={"limits": [own]})
+    await new_image(cloud, alice)
+    second = await cloud.call("POST", "/image/v2/images", alice, json={"name": "two"})
+    assert second.status_code == 413 and "image_count_total" in second.json()["message"]

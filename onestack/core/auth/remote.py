@@ -9,9 +9,9 @@ from onestack.core.asgi.errors import Unauthorized
 from onestack.core.auth.context import TokenData
 from onestack.core.bus.base import Bus, Consumer
 from onestack.core.client import ServiceClient
+from onestack.core.identity_events import on_identity_change
 
 AUTH_FAILED = "The request you have made requires authentication."
-IDENTITY_EVENTS = "identity.events"
 
 
 class RemoteTokenValidator:
@@ -57,13 +57,4 @@ class RemoteTokenValidator:
 
     async def listen(self, bus: Bus) -> Consumer:
         """Forget cached answers whenever identity announces a change on ``bus``."""
-        return await bus.consume(IDENTITY_EVENTS, _Forgetter(self), fanout=True)
-
-
-class _Forgetter:
-    def __init__(self, validator: RemoteTokenValidator):
-        self._validator = validator
-
-    async def changed(self) -> None:
-        """Identity wrote something (a revocation, a role change): cached answers may be wrong."""
-        self._validator.forget()
+        return await on_identity_change(bus, self.forget)
