@@ -10,7 +10,8 @@ unit, on SQLite, PostgreSQL or MariaDB alike.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -249,6 +250,17 @@ class QuotaEngine:
                         expires_at=expires,
                     )
                 )
+
+    @asynccontextmanager
+    async def hold(self, project_id: str, deltas: dict[str, int]) -> AsyncIterator[Reservation]:
+        """Reserve ``deltas`` for the block: committed when it succeeds, returned if it fails."""
+        reservation = await self.reserve(project_id, deltas)
+        try:
+            yield reservation
+        except BaseException:
+            await self.rollback(reservation)
+            raise
+        await self.commit(reservation)
 
     async def _settle(self, reservation_id: str, *, commit: bool) -> None:
         await retry_on_deadlock(lambda: self._settle_once(reservation_id, commit=commit))

@@ -153,20 +153,16 @@ async def create_image(request: Request) -> Response:
         _set_core(request, row, "owner", owner)
     images = service(request)
     try:
-        reservation = await images.quotas.reserve(row.owner or "", {"image_count_total": 1})
-    except QuotaExceeded as exc:
-        raise PayloadTooLarge(str(exc)) from None
-    try:
-        async with images.db.session() as session:
+        async with (
+            images.quotas.hold(row.owner or "", {"image_count_total": 1}),
+            images.db.session() as session,
+        ):
             session.add(row)
             await session.flush()
+    except QuotaExceeded as exc:
+        raise PayloadTooLarge(str(exc)) from None
     except IntegrityError:
-        await images.quotas.rollback(reservation)
         raise Conflict(f"An image with identifier {image_id} already exists") from None
-    except BaseException:
-        await images.quotas.rollback(reservation)
-        raise
-    await images.quotas.commit(reservation)
     return JSONResponse(
         views.image(row),
         status_code=201,

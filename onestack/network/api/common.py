@@ -3,7 +3,8 @@ conventions (filters on any attribute, ``fields``, sorting, limit/marker with li
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlencode
 
@@ -12,11 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from onestack.core.asgi.errors import APIError, BadRequest, NotFound
+from onestack.core.asgi.errors import APIError, BadRequest, Conflict, NotFound
 from onestack.core.asgi.paging import paginate, read_limit
 from onestack.core.asgi.routing import service_root
 from onestack.core.auth.context import RequestContext
 from onestack.core.auth.middleware import request_context
+from onestack.core.quota import QuotaExceeded
 from onestack.network.service import NetworkService
 
 
@@ -45,6 +47,18 @@ def not_found(kind: str, ident: str) -> APIError:
     return NotFound(
         f"{title.replace('Ip', 'IP')} {ident} could not be found.", type=f"{title}NotFound"
     )
+
+
+@asynccontextmanager
+async def quota_held(request: Request, project_id: str, resource: str) -> AsyncIterator[None]:
+    """One ``resource`` of the project's quota held for the block; Neutron's 409 if none left."""
+    try:
+        async with service(request).quotas.hold(project_id, {resource: 1}):
+            yield
+    except QuotaExceeded as exc:
+        raise Conflict(
+            f"Quota exceeded for resources: ['{resource}']. {exc}", type="OverQuota"
+        ) from None
 
 
 def body_of(data: Any, key: str) -> dict[str, Any]:

@@ -13,7 +13,6 @@ from starlette.responses import Response
 from onestack.core.asgi.errors import BadRequest, Conflict, NotFound
 from onestack.core.asgi.request import json_body
 from onestack.core.asgi.routing import RouteTable
-from onestack.core.quota import QuotaExceeded
 from onestack.network.api.common import (
     body_of,
     caller,
@@ -21,6 +20,7 @@ from onestack.network.api.common import (
     fetch,
     list_response,
     one,
+    quota_held,
     scoped,
     service,
 )
@@ -156,40 +156,31 @@ async def create_floating_ip(request: Request) -> Response:
             wanted[0]["subnet_id"] = str(body["subnet_id"])
     elif body.get("subnet_id"):
         wanted = [{"subnet_id": str(body["subnet_id"])}]
-    try:
-        reservation = await network_service.quotas.reserve(project_id, {"floatingip": 1})
-    except QuotaExceeded as exc:
-        raise Conflict(
-            f"Quota exceeded for resources: ['floatingip']. {exc}", type="OverQuota"
-        ) from None
-    port: dict[str, Any] | None = None
-    try:
+    async with quota_held(request, project_id, "floatingip"):
         port = await create_service_port(request, network, "", "network:floatingip", "", wanted)
-        async with network_service.db.session() as session:
-            row = FloatingIP(
-                project_id=project_id,
-                floating_network_id=network.id,
-                floating_port_id=port["id"],
-                floating_ip_address=port["fixed_ips"][0]["ip_address"],
-                description=str(body.get("description", "")),
-                status="DOWN",
-                tags=[],
-                revision_number=1,
-            )
-            session.add(row)
-            await session.flush()
-            await _associate(request, session, row, body)
-            # The address's port is owned by the floating IP itself.
-            holder = await session.get(Port, port["id"])
-            assert holder is not None
-            holder.device_id = row.id
-            result = view(row)
-    except BaseException:
-        if port is not None:
+        try:
+            async with network_service.db.session() as session:
+                row = FloatingIP(
+                    project_id=project_id,
+                    floating_network_id=network.id,
+                    floating_port_id=port["id"],
+                    floating_ip_address=port["fixed_ips"][0]["ip_address"],
+                    description=str(body.get("description", "")),
+                    status="DOWN",
+                    tags=[],
+                    revision_number=1,
+                )
+                session.add(row)
+                await session.flush()
+                await _associate(request, session, row, body)
+                # The address's port is owned by the floating IP itself.
+                holder = await session.get(Port, port["id"])
+                assert holder is not None
+                holder.device_id = row.id
+                result = view(row)
+        except BaseException:
             await delete_service_port(request, port["id"])
-        await network_service.quotas.rollback(reservation)
-        raise
-    await network_service.quotas.commit(reservation)
+            raise
     return one("floatingip", result, request, 201)
 
 

@@ -11,7 +11,6 @@ from starlette.responses import Response
 from onestack.core.asgi.errors import BadRequest, Conflict, Forbidden
 from onestack.core.asgi.request import json_body
 from onestack.core.asgi.routing import RouteTable
-from onestack.core.quota import QuotaExceeded
 from onestack.network.api.common import (
     body_of,
     caller,
@@ -20,6 +19,7 @@ from onestack.network.api.common import (
     is_admin,
     list_response,
     one,
+    quota_held,
     scoped,
     service,
 )
@@ -137,21 +137,10 @@ async def create_network(request: Request) -> Response:
     row = Network(project_id=project_id, name="", description="", tags=[], revision_number=1)
     _apply(request, row, body, creating=True)
     network = service(request)
-    try:
-        reservation = await network.quotas.reserve(project_id, {"network": 1})
-    except QuotaExceeded as exc:
-        raise Conflict(
-            f"Quota exceeded for resources: ['network']. {exc}", type="OverQuota"
-        ) from None
-    try:
-        async with network.db.session() as session:
-            session.add(row)
-            await session.flush()
-            result = network_view(row, [], is_admin(request))
-    except BaseException:
-        await network.quotas.rollback(reservation)
-        raise
-    await network.quotas.commit(reservation)
+    async with quota_held(request, project_id, "network"), network.db.session() as session:
+        session.add(row)
+        await session.flush()
+        result = network_view(row, [], is_admin(request))
     return one("network", result, request, 201)
 
 

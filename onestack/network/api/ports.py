@@ -16,7 +16,6 @@ from starlette.responses import Response
 from onestack.core.asgi.errors import APIError, BadRequest, Conflict, Forbidden
 from onestack.core.asgi.request import json_body
 from onestack.core.asgi.routing import RouteTable
-from onestack.core.quota import QuotaExceeded
 from onestack.network import ipam
 from onestack.network.api.common import (
     body_of,
@@ -27,6 +26,7 @@ from onestack.network.api.common import (
     list_response,
     not_found,
     one,
+    quota_held,
     scoped,
     service,
 )
@@ -276,16 +276,8 @@ async def create_port(request: Request) -> Response:
             await check_groups(request, session, list(body["security_groups"] or []))
     elif secured and not device_owner.startswith("network:"):
         body = {**body, "security_groups": [await ensure_default(request, owner)]}
-    try:
-        reservation = await network_service.quotas.reserve(owner, {"port": 1})
-    except QuotaExceeded as exc:
-        raise Conflict(f"Quota exceeded for resources: ['port']. {exc}", type="OverQuota") from None
-    try:
+    async with quota_held(request, owner, "port"):
         result = await _create_with_retries(request, body, network, owner, wanted)
-    except BaseException:
-        await network_service.quotas.rollback(reservation)
-        raise
-    await network_service.quotas.commit(reservation)
     return one("port", result, request, 201)
 
 

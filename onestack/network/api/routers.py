@@ -13,7 +13,6 @@ from starlette.responses import JSONResponse, Response
 from onestack.core.asgi.errors import BadRequest, Conflict
 from onestack.core.asgi.request import json_body
 from onestack.core.asgi.routing import RouteTable
-from onestack.core.quota import QuotaExceeded
 from onestack.network.api.common import (
     body_of,
     caller,
@@ -22,6 +21,7 @@ from onestack.network.api.common import (
     list_response,
     not_found,
     one,
+    quota_held,
     scoped,
     service,
 )
@@ -148,13 +148,7 @@ async def create_router(request: Request) -> Response:
     project_id = str(body.get("project_id") or body.get("tenant_id") or context.project_id)
     enforce(request, "create", {"project_id": project_id})
     network_service = service(request)
-    try:
-        reservation = await network_service.quotas.reserve(project_id, {"router": 1})
-    except QuotaExceeded as exc:
-        raise Conflict(
-            f"Quota exceeded for resources: ['router']. {exc}", type="OverQuota"
-        ) from None
-    try:
+    async with quota_held(request, project_id, "router"):
         row = Router(
             project_id=project_id,
             name=str(body.get("name", "")),
@@ -178,10 +172,6 @@ async def create_router(request: Request) -> Response:
         async with network_service.db.session() as session:
             await session.merge(row)
             result = await router_view(session, row)
-    except BaseException:
-        await network_service.quotas.rollback(reservation)
-        raise
-    await network_service.quotas.commit(reservation)
     return one("router", result, request, 201)
 
 

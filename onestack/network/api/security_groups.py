@@ -19,7 +19,6 @@ from starlette.responses import Response
 from onestack.core.asgi.errors import BadRequest, Conflict
 from onestack.core.asgi.request import json_body
 from onestack.core.asgi.routing import RouteTable
-from onestack.core.quota import QuotaExceeded
 from onestack.network.api.common import (
     body_of,
     caller,
@@ -29,6 +28,7 @@ from onestack.network.api.common import (
     list_response,
     not_found,
     one,
+    quota_held,
     scoped,
     service,
 )
@@ -186,36 +186,25 @@ async def create_group(request: Request) -> Response:
         )
     await ensure_default(request, project_id)
     network = service(request)
-    try:
-        reservation = await network.quotas.reserve(project_id, {"security_group": 1})
-    except QuotaExceeded as exc:
-        raise Conflict(
-            f"Quota exceeded for resources: ['security_group']. {exc}", type="OverQuota"
-        ) from None
-    try:
-        async with network.db.session() as session:
-            group = SecurityGroup(
-                project_id=project_id,
-                name=name,
-                description=str(body.get("description", "")),
-                stateful=bool(body.get("stateful", True)),
-                is_default=False,
-                tags=[],
-                revision_number=1,
-            )
-            session.add(group)
-            await session.flush()
-            rules = []
-            for ethertype in ("IPv4", "IPv6"):
-                rule = _rule(group, "egress", ethertype)
-                session.add(rule)
-                rules.append(rule)
-            await session.flush()
-            result = group_view(group, rules)
-    except BaseException:
-        await network.quotas.rollback(reservation)
-        raise
-    await network.quotas.commit(reservation)
+    async with quota_held(request, project_id, "security_group"), network.db.session() as session:
+        group = SecurityGroup(
+            project_id=project_id,
+            name=name,
+            description=str(body.get("description", "")),
+            stateful=bool(body.get("stateful", True)),
+            is_default=False,
+            tags=[],
+            revision_number=1,
+        )
+        session.add(group)
+        await session.flush()
+        rules = []
+        for ethertype in ("IPv4", "IPv6"):
+            rule = _rule(group, "egress", ethertype)
+            session.add(rule)
+            rules.append(rule)
+        await session.flush()
+        result = group_view(group, rules)
     return one("security_group", result, request, 201)
 
 
@@ -412,24 +401,16 @@ async def create_rule(request: Request) -> Response:
                     type="SecurityGroupRuleExists",
                 )
         project_id = group.project_id
-    try:
-        reservation = await network.quotas.reserve(project_id, {"security_group_rule": 1})
-    except QuotaExceeded as exc:
-        raise Conflict(
-            f"Quota exceeded for resources: ['security_group_rule']. {exc}", type="OverQuota"
-        ) from None
-    try:
-        async with network.db.session() as session:
-            rule = SecurityGroupRule(
-                security_group_id=group.id, project_id=project_id, revision_number=0, **fields
-            )
-            session.add(rule)
-            await session.flush()
-            result = rule_view(rule)
-    except BaseException:
-        await network.quotas.rollback(reservation)
-        raise
-    await network.quotas.commit(reservation)
+    async with (
+        quota_held(request, project_id, "security_group_rule"),
+        network.db.session() as session,
+    ):
+        rule = SecurityGroupRule(
+            security_group_id=group.id, project_id=project_id, revision_number=0, **fields
+        )
+        session.add(rule)
+        await session.flush()
+        result = rule_view(rule)
     return one("security_group_rule", result, request, 201)
 
 

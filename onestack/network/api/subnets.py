@@ -12,7 +12,6 @@ from starlette.responses import Response
 from onestack.core.asgi.errors import BadRequest, Conflict, Forbidden
 from onestack.core.asgi.request import json_body
 from onestack.core.asgi.routing import RouteTable
-from onestack.core.quota import QuotaExceeded
 from onestack.network import ipam
 from onestack.network.api.common import (
     body_of,
@@ -22,6 +21,7 @@ from onestack.network.api.common import (
     is_admin,
     list_response,
     one,
+    quota_held,
     scoped,
     service,
 )
@@ -132,38 +132,30 @@ async def create_subnet(request: Request) -> Response:
             else body.get("project_id", caller(request).project_id)
         )
     enforce(request, "create", {"project_id": project_id})
-    try:
-        reservation = await network_service.quotas.reserve(project_id or "", {"subnet": 1})
-    except QuotaExceeded as exc:
-        raise Conflict(
-            f"Quota exceeded for resources: ['subnet']. {exc}", type="OverQuota"
-        ) from None
-    try:
-        async with network_service.db.session() as session:
-            row = Subnet(
-                network_id=body["network_id"],
-                project_id=project_id,
-                name=str(body.get("name", "")),
-                description=str(body.get("description", "")),
-                tags=[],
-                revision_number=1,
-                ip_version=ip_version,
-                cidr=str(network),
-                gateway_ip=str(gateway) if gateway is not None else None,
-                enable_dhcp=body.get("enable_dhcp", True),
-                allocation_pools=pools,
-                dns_nameservers=_strings(body, "dns_nameservers"),
-                host_routes=_routes(body),
-                ipv6_ra_mode=body.get("ipv6_ra_mode"),
-                ipv6_address_mode=body.get("ipv6_address_mode"),
-            )
-            session.add(row)
-            await session.flush()
-            result = subnet_view(row)
-    except BaseException:
-        await network_service.quotas.rollback(reservation)
-        raise
-    await network_service.quotas.commit(reservation)
+    async with (
+        quota_held(request, project_id or "", "subnet"),
+        network_service.db.session() as session,
+    ):
+        row = Subnet(
+            network_id=body["network_id"],
+            project_id=project_id,
+            name=str(body.get("name", "")),
+            description=str(body.get("description", "")),
+            tags=[],
+            revision_number=1,
+            ip_version=ip_version,
+            cidr=str(network),
+            gateway_ip=str(gateway) if gateway is not None else None,
+            enable_dhcp=body.get("enable_dhcp", True),
+            allocation_pools=pools,
+            dns_nameservers=_strings(body, "dns_nameservers"),
+            host_routes=_routes(body),
+            ipv6_ra_mode=body.get("ipv6_ra_mode"),
+            ipv6_address_mode=body.get("ipv6_address_mode"),
+        )
+        session.add(row)
+        await session.flush()
+        result = subnet_view(row)
     return one("subnet", result, request, 201)
 
 
