@@ -3,9 +3,13 @@ reachable. Under CI=true an unreachable server is a failure, not a skip."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
+import subprocess
 import uuid
+from urllib.parse import quote
 
 import pytest
 
@@ -49,3 +53,21 @@ def amqp_url() -> str:
     """The RabbitMQ URL, after checking it listens."""
     require("127.0.0.1", 5672, "RabbitMQ")
     return AMQP
+
+
+def isolated_amqp_url() -> str:
+    """A RabbitMQ URL on a virtual host of its own, deleted when the test run ends.
+
+    Deployments that consume shared topics (``conductor``, ``compute.<host>``) must not
+    steal each other's messages when two test runs share one broker. Without
+    ``rabbitmqctl`` (not root) this falls back to the shared URL.
+    """
+    url = amqp_url()
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is None or os.geteuid() != 0 or "ONESTACK_TEST_AMQP_URL" in os.environ:
+        return url
+    vhost = f"onestack-test-{uuid.uuid4().hex[:12]}"
+    for command in (["add_vhost", vhost], ["set_permissions", "-p", vhost, "guest", *[".*"] * 3]):
+        subprocess.run([ctl, *command], capture_output=True, timeout=60, check=True)
+    atexit.register(subprocess.run, [ctl, "delete_vhost", vhost], capture_output=True, timeout=60)
+    return f"{AMQP.rstrip('/')}/{quote(vhost, safe='')}"

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.backends import amqp_url, database_url
+from tests.backends import database_url, isolated_amqp_url
 
 BIN = Path(sys.executable).parent
 ADMIN_PASSWORD = "acceptance-admin"
@@ -192,7 +192,7 @@ def all_in_one(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
 def scale_out(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     root = tmp_path_factory.mktemp("scaleout")
     db = database_url("postgresql", root)
-    bus = amqp_url()
+    bus = isolated_amqp_url()
     shared = ["--db", db, "--bus", bus]
     keys = ["--key-repository", str(root / "fernet-keys")]
     keys += ["--credential-key-repository", str(root / "credential-keys")]
