@@ -44,6 +44,15 @@ REGISTRY: dict[str, ServiceInfo] = {
     "image": ServiceInfo(
         "image", "image", "glance", "/image", "", 9292, "onestack.image.unit:ImageUnit"
     ),
+    "object": ServiceInfo(
+        "object",
+        "object-store",
+        "swift",
+        "/object",
+        "/v1/AUTH_%(project_id)s",
+        8080,
+        "onestack.object.unit:ObjectUnit",
+    ),
 }
 
 
