@@ -359,7 +359,7 @@ class ObjectServer:
             await self.update_expirer(
                 device, part, path, old_metadata.get("x-delete-at"), None, timestamp
             )
-        if existed and not expired(old_metadata):
+        if existed and (if_delete_at is not None or not expired(old_metadata)):
             return BackendResponse(204, {"x-backend-timestamp": timestamp})
         return BackendResponse(404, {"x-backend-timestamp": timestamp})
 
