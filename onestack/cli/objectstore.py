@@ -28,8 +28,14 @@ def add_commands(sub: Any, common: Any) -> None:
     add.add_argument("kind", choices=[*KINDS, "all"])
     add.add_argument("device", nargs="?", help="r<region>z<zone>-<ip>:<port>/<device>")
     add.add_argument("weight", nargs="?", type=float)
-    for flag, kind in (("--region", int), ("--zone", int), ("--ip", str), ("--port", int),
-                       ("--device-name", str), ("--weight-value", float)):  # fmt: skip
+    for flag, kind in (
+        ("--region", int),
+        ("--zone", int),
+        ("--ip", str),
+        ("--port", int),
+        ("--device-name", str),
+        ("--weight-value", float),
+    ):
         add.add_argument(flag, type=kind)
     rebalance = ring_sub.add_parser("rebalance", help="assign partitions to devices")
     rebalance.add_argument("kind", choices=[*KINDS, "all"])
@@ -89,27 +95,37 @@ def run_ring(args: argparse.Namespace, settings: Any) -> int:
                 builder = layout.create(
                     directory, kind, args.part_power, args.replicas, args.min_part_hours
                 )
-                print(f"{kind}: created, partition power {builder.part_power}, "
-                      f"{builder.replicas} replicas")  # fmt: skip
+                print(
+                    f"{kind}: created, partition power {builder.part_power}, "
+                    f"{builder.replicas} replicas"
+                )
                 continue
             builder = layout.load(directory, kind)
             if args.ring_command == "add":
                 if args.device:
                     fields = parse_device(args.device, args.weight if args.weight else 100.0)
                 else:
-                    fields = {"region": args.region or 1, "zone": args.zone, "ip": args.ip,
-                              "port": args.port, "device": args.device_name,
-                              "weight": args.weight_value or 100.0}  # fmt: skip
+                    fields = {
+                        "region": args.region or 1,
+                        "zone": args.zone,
+                        "ip": args.ip,
+                        "port": args.port,
+                        "device": args.device_name,
+                        "weight": args.weight_value or 100.0,
+                    }
                     if None in fields.values():
-                        raise RingError("give r1z1-IP:PORT/DEVICE WEIGHT or --zone/--ip/--port/"
-                                        "--device-name")  # fmt: skip
+                        raise RingError(
+                            "give r1z1-IP:PORT/DEVICE WEIGHT or --zone/--ip/--port/--device-name"
+                        )
                 dev = builder.add_device(**fields)
                 print(f"{kind}: added d{dev.id} {dev.describe()} weight {dev.weight:g}")
             elif args.ring_command == "rebalance":
                 moved = builder.rebalance(seed=args.seed, force=args.force)
-                print(f"{kind}: reassigned {moved} partition replicas; balance "
-                      f"{builder.balance():.2f}%; dispersion issues "
-                      f"{builder.dispersion_violations()}")  # fmt: skip
+                print(
+                    f"{kind}: reassigned {moved} partition replicas; balance "
+                    f"{builder.balance():.2f}%; dispersion issues "
+                    f"{builder.dispersion_violations()}"
+                )
             elif args.ring_command in ("set-weight", "remove"):
                 found = builder.find(args.search)
                 if not found:
@@ -136,16 +152,22 @@ def _show(kind: str, builder: Any) -> None:
     for table in builder.assignment:
         for dev_id in table:
             counts[dev_id] = counts.get(dev_id, 0) + 1
-    print(f"{kind}: {builder.parts} partitions, {builder.replicas} replicas, "
-          f"{len(builder.active_devices())} devices, balance {builder.balance():.2f}%, "
-          f"min_part_hours {builder.min_part_hours}, version {builder.version}")  # fmt: skip
-    print(f"  {'id':>4} {'region':>6} {'zone':>4} {'address':<22} {'device':<10} "
-          f"{'weight':>8} {'partitions':>10}")  # fmt: skip
+    print(
+        f"{kind}: {builder.parts} partitions, {builder.replicas} replicas, "
+        f"{len(builder.active_devices())} devices, balance {builder.balance():.2f}%, "
+        f"min_part_hours {builder.min_part_hours}, version {builder.version}"
+    )
+    print(
+        f"  {'id':>4} {'region':>6} {'zone':>4} {'address':<22} {'device':<10} "
+        f"{'weight':>8} {'partitions':>10}"
+    )
     for dev in builder.devs:
         if dev is None:
             continue
-        print(f"  {dev.id:>4} {dev.region:>6} {dev.zone:>4} {dev.address:<22} {dev.device:<10} "
-              f"{dev.weight:>8g} {counts.get(dev.id, 0):>10}")  # fmt: skip
+        print(
+            f"  {dev.id:>4} {dev.region:>6} {dev.zone:>4} {dev.address:<22} {dev.device:<10} "
+            f"{dev.weight:>8g} {counts.get(dev.id, 0):>10}"
+        )
 
 
 def node_settings(args: argparse.Namespace, settings: Any) -> Any:
@@ -176,8 +198,11 @@ def run_node(args: argparse.Namespace, settings: Any) -> int:
     settings.object.node_address = settings.object.node_address or (
         f"{'127.0.0.1' if settings.host in ('0.0.0.0', '::') else settings.host}:{settings.port}"
     )
-    logs.configure(settings.data_dir / "logs" / "object-node.log", level=settings.log_level,
-                   verbose=args.verbose)  # fmt: skip
+    logs.configure(
+        settings.data_dir / "logs" / "object-node.log",
+        level=settings.log_level,
+        verbose=args.verbose,
+    )
 
     async def main() -> int:
         service = ObjectService(settings)
@@ -187,17 +212,26 @@ def run_node(args: argparse.Namespace, settings: Any) -> int:
         async def health(_request: Request) -> PlainTextResponse:
             return PlainTextResponse("OK")
 
-        app = Starlette(routes=[
-            Route("/healthcheck", health),
-            Mount(NODE_PREFIX, app=NodeApp(service.node, service.cluster.secret)),
-        ])  # fmt: skip
+        app = Starlette(
+            routes=[
+                Route("/healthcheck", health),
+                Mount(NODE_PREFIX, app=NodeApp(service.node, service.cluster.secret)),
+            ]
+        )
         agents = []
         if not args.no_agents:
             names = tuple(a for a in AGENTS if a != "object-expirer")
             agents = start_agents(service, settings.object, names)
-        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
-                                access_log=False, lifespan="off", server_header=False,
-                                timeout_graceful_shutdown=5)  # fmt: skip
+        config = uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            server_header=False,
+            timeout_graceful_shutdown=5,
+        )
         print(f"storage node {service.address} serving {service.devices_dir}", file=sys.stderr)
         try:
             await uvicorn.Server(config).serve()
@@ -223,8 +257,11 @@ def run_agent(args: argparse.Namespace, settings: Any) -> int:
     if args.node:
         settings.object.node_address = args.node
     settings.object.serve_node = args.agent != "object-expirer" or bool(args.node)
-    logs.configure(settings.data_dir / "logs" / f"{args.agent}.log", level=settings.log_level,
-                   verbose=args.verbose)  # fmt: skip
+    logs.configure(
+        settings.data_dir / "logs" / f"{args.agent}.log",
+        level=settings.log_level,
+        verbose=args.verbose,
+    )
 
     async def main() -> int:
         service = ObjectService(settings)

@@ -58,9 +58,14 @@ class TempURLMiddleware:
             if len(parts) == 5 and parts[1] == "v1":
                 query = dict(parse_qsl(scope["query_string"].decode(), keep_blank_values=True))
                 granted = await tempurl.verify(
-                    self.service.store, scope["method"], path, parts[2], parts[3], parts[4],
+                    self.service.store,
+                    scope["method"],
+                    path,
+                    parts[2],
+                    parts[3],
+                    parts[4],
                     query,
-                )  # fmt: skip
+                )
                 scope["state"]["temp_url"] = granted
                 scope["headers"] = [h for h in scope["headers"] if h[0] != b"x-auth-token"]
         await self.app(scope, receive, send)

@@ -82,8 +82,9 @@ class ObjectService:
             disk_threads=self.settings.disk_threads,
         )
         if self.settings.serve_node:
-            self.node = StorageNode(self.cluster, self.devices_dir,
-                                    reclaim_age=self.settings.reclaim_age)  # fmt: skip
+            self.node = StorageNode(
+                self.cluster, self.devices_dir, reclaim_age=self.settings.reclaim_age
+            )
             self.cluster.add_local(self.address, self.node)
         self._store = Store(self.cluster, info_ttl=self.settings.info_ttl)
 

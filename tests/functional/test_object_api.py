@@ -41,8 +41,9 @@ async def other(env: CloudClient) -> Swift:
 async def test_catalog_and_info(env: CloudClient, admin: Swift) -> None:
     token = await env.token()
     body = (await env.call("GET", "/identity/v3/auth/catalog", token)).json()
-    urls = [e["url"] for s in body["catalog"] if s["type"] == "object-store"
-            for e in s["endpoints"]]  # fmt: skip
+    urls = [
+        e["url"] for s in body["catalog"] if s["type"] == "object-store" for e in s["endpoints"]
+    ]
     assert f"http://127.0.0.1:8000/object/v1/{admin.account}" in urls
     info = (await env.http.get("/object/info")).json()
     assert {"swift", "slo", "tempurl", "bulk_delete", "versioned_writes"} <= set(info)
@@ -86,8 +87,12 @@ async def test_container_lifecycle(admin: Swift) -> None:
 async def test_object_round_trip_with_metadata(admin: Swift) -> None:
     await admin("PUT", "/objs")
     data = b"hello, object storage"
-    put = await admin("PUT", "/objs/greeting.txt", content=data,
-                      headers={"X-Object-Meta-Lang": "en", "Content-Disposition": "inline"})  # fmt: skip
+    put = await admin(
+        "PUT",
+        "/objs/greeting.txt",
+        content=data,
+        headers={"X-Object-Meta-Lang": "en", "Content-Disposition": "inline"},
+    )
     assert put.status_code == 201
     assert put.headers["etag"] == hashlib.md5(data).hexdigest()
     got = await admin("GET", "/objs/greeting.txt")
@@ -168,9 +173,13 @@ async def test_listings_in_every_format_and_option(admin: Swift) -> None:
     assert text.headers["content-type"] == "text/plain; charset=utf-8"
     rows = (await admin("GET", "/list?format=json")).json()
     assert [r["name"] for r in rows] == ["a/1", "a/2", "b/1", "c", "d"]
-    assert rows[3] == {"name": "c", "bytes": 1, "hash": hashlib.md5(b"c").hexdigest(),
-                       "content_type": "application/octet-stream",
-                       "last_modified": rows[3]["last_modified"]}  # fmt: skip
+    assert rows[3] == {
+        "name": "c",
+        "bytes": 1,
+        "hash": hashlib.md5(b"c").hexdigest(),
+        "content_type": "application/octet-stream",
+        "last_modified": rows[3]["last_modified"],
+    }
     folded = (await admin("GET", "/list?format=json&delimiter=/")).json()
     assert folded == [{"subdir": "a/"}, {"subdir": "b/"}, rows[3], rows[4]]
     prefixed = await admin("GET", "/list?prefix=a/")
@@ -196,21 +205,25 @@ async def test_listings_in_every_format_and_option(admin: Swift) -> None:
 async def test_copy_and_copy_verb(admin: Swift) -> None:
     await admin("PUT", "/copies")
     await admin("PUT", "/copies/src", content=b"source", headers={"X-Object-Meta-A": "1"})
-    copied = await admin("PUT", "/copies/dst", headers={"X-Copy-From": "copies/src",
-                                                         "X-Object-Meta-B": "2",
-                                                         "Content-Length": "0"})  # fmt: skip
+    copied = await admin(
+        "PUT",
+        "/copies/dst",
+        headers={"X-Copy-From": "copies/src", "X-Object-Meta-B": "2", "Content-Length": "0"},
+    )
     assert copied.status_code == 201
     assert copied.headers["x-copied-from"] == "copies/src"
     dst = await admin("GET", "/copies/dst")
     assert dst.content == b"source"
     assert dst.headers["x-object-meta-a"] == "1" and dst.headers["x-object-meta-b"] == "2"
-    verb = await admin("COPY", "/copies/src", headers={"Destination": "copies/dst2",
-                                                       "X-Fresh-Metadata": "true"})  # fmt: skip
+    verb = await admin(
+        "COPY", "/copies/src", headers={"Destination": "copies/dst2", "X-Fresh-Metadata": "true"}
+    )
     assert verb.status_code == 201
     fresh = await admin("GET", "/copies/dst2")
     assert fresh.content == b"source" and "x-object-meta-a" not in fresh.headers
-    missing = await admin("PUT", "/copies/x", headers={"X-Copy-From": "copies/none",
-                                                        "Content-Length": "0"})  # fmt: skip
+    missing = await admin(
+        "PUT", "/copies/x", headers={"X-Copy-From": "copies/none", "Content-Length": "0"}
+    )
     assert missing.status_code == 404
 
 
@@ -244,8 +257,11 @@ async def test_acls_and_cross_project_isolation(admin: Swift, other: Swift) -> N
 
 
 async def test_quotas(admin: Swift) -> None:
-    await admin("PUT", "/quota", headers={"X-Container-Meta-Quota-Bytes": "10",
-                                          "X-Container-Meta-Quota-Count": "2"})  # fmt: skip
+    await admin(
+        "PUT",
+        "/quota",
+        headers={"X-Container-Meta-Quota-Bytes": "10", "X-Container-Meta-Quota-Count": "2"},
+    )
     assert (await admin("PUT", "/quota/a", content=b"123456")).status_code == 201
     over = await admin("PUT", "/quota/b", content=b"123456")
     assert over.status_code == 413 and over.text == "Upload exceeds quota."
@@ -279,8 +295,9 @@ async def test_versioning_stack_and_history(admin: Swift) -> None:
     assert (await admin("GET", "/hist/o")).status_code == 404
     kept = (await admin("GET", "/hist-archive?format=json")).json()
     assert len(kept) == 2
-    both = (await admin("PUT", "/bad", headers={"X-Versions-Location": "a",
-                                                "X-History-Location": "b"})).status_code  # fmt: skip
+    both = (
+        await admin("PUT", "/bad", headers={"X-Versions-Location": "a", "X-History-Location": "b"})
+    ).status_code
     assert both == 400
 
 
@@ -291,8 +308,13 @@ async def test_static_large_object(admin: Swift) -> None:
     manifest = []
     for index, part in enumerate(parts):
         put = await admin("PUT", f"/slo_segments/seg{index}", content=part)
-        manifest.append({"path": f"/slo_segments/seg{index}", "etag": put.headers["etag"],
-                         "size_bytes": len(part)})  # fmt: skip
+        manifest.append(
+            {
+                "path": f"/slo_segments/seg{index}",
+                "etag": put.headers["etag"],
+                "size_bytes": len(part),
+            }
+        )
     made = await admin("PUT", "/slo/big?multipart-manifest=put", content=json.dumps(manifest))
     assert made.status_code == 201, made.text
     slo_etag = hashlib.md5("".join(m["etag"] for m in manifest).encode()).hexdigest()
@@ -312,8 +334,9 @@ async def test_static_large_object(admin: Swift) -> None:
     bad = [{"path": "/slo_segments/seg0", "etag": "0" * 32, "size_bytes": 1000}]
     refused = await admin("PUT", "/slo/bad?multipart-manifest=put", content=json.dumps(bad))
     assert refused.status_code == 400 and "Etag Mismatch" in refused.text
-    deleted = await admin("DELETE", "/slo/big?multipart-manifest=delete",
-                          headers={"Accept": "application/json"})  # fmt: skip
+    deleted = await admin(
+        "DELETE", "/slo/big?multipart-manifest=delete", headers={"Accept": "application/json"}
+    )
     assert deleted.json()["Number Deleted"] == 4
     assert (await admin("GET", "/slo_segments")).status_code == 204
 
@@ -363,8 +386,9 @@ async def test_temp_url(admin: Swift) -> None:
         "GET", f"/temp/file.txt?temp_url_sig={'0' * 64}&temp_url_expires={expires}"
     )
     assert wrong.status_code == 401 and wrong.text == "Temp URL invalid\n"
-    put = await anonymous("PUT", f"/temp/file.txt?temp_url_sig={signature}&temp_url_expires={expires}",
-                          content=b"x")  # fmt: skip
+    put = await anonymous(
+        "PUT", f"/temp/file.txt?temp_url_sig={signature}&temp_url_expires={expires}", content=b"x"
+    )
     assert put.status_code == 401
     past = int(time.time()) - 10
     old = hmac.new(b"sekrit", f"GET\n{past}\n{path}".encode(), hashlib.sha256).hexdigest()
@@ -382,10 +406,12 @@ async def test_delete_at_hides_then_expirer_removes(env: CloudClient, admin: Swi
     soon = int(time.time()) + 2
     await admin("PUT", "/expiring/o", content=b"x", headers={"X-Delete-At": str(soon)})
     assert (await admin("HEAD", "/expiring/o")).headers["x-delete-at"] == str(soon)
-    assert (await admin("PUT", "/expiring/p", content=b"x",
-                        headers={"X-Delete-At": "1"})).status_code == 400  # fmt: skip
-    assert (await admin("PUT", "/expiring/p", content=b"x",
-                        headers={"X-Delete-After": "abc"})).status_code == 400  # fmt: skip
+    assert (
+        await admin("PUT", "/expiring/p", content=b"x", headers={"X-Delete-At": "1"})
+    ).status_code == 400
+    assert (
+        await admin("PUT", "/expiring/p", content=b"x", headers={"X-Delete-After": "abc"})
+    ).status_code == 400
     await asyncio.sleep(max(0, soon - time.time()) + 0.2)
     assert (await admin("GET", "/expiring/o")).status_code == 404
     service = env.cloud.units["object"].service  # type: ignore[attr-defined]

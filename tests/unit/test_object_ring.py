@@ -78,8 +78,9 @@ def test_removing_a_device_moves_only_its_partitions() -> None:
 def test_fewer_zones_than_replicas_still_spread_as_far_as_possible() -> None:
     builder = RingBuilder(8, 3, 0)
     for number in range(4):
-        builder.add_device(zone=number % 2 + 1, ip="127.0.0.1", port=6200 + number,
-                           device=f"d{number}", weight=100)  # fmt: skip
+        builder.add_device(
+            zone=number % 2 + 1, ip="127.0.0.1", port=6200 + number, device=f"d{number}", weight=100
+        )
     builder.rebalance(seed=6)
     by_id = {d.id: d for d in builder.active_devices()}
     for part in range(builder.parts):
@@ -139,8 +140,13 @@ def test_default_layout_is_quick_and_follows_the_port(tmp_path: Path) -> None:
 
 def test_device_notation_and_errors() -> None:
     assert parse_device("r2z3-10.0.0.5:6200/sdb", 50) == {
-        "region": 2, "zone": 3, "ip": "10.0.0.5", "port": 6200, "device": "sdb", "weight": 50,
-    }  # fmt: skip
+        "region": 2,
+        "zone": 3,
+        "ip": "10.0.0.5",
+        "port": 6200,
+        "device": "sdb",
+        "weight": 50,
+    }
     with pytest.raises(RingError):
         parse_device("nonsense", 1)
     builder = RingBuilder(4, 3, 0)

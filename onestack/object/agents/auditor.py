@@ -69,9 +69,11 @@ class Auditor(Agent):
                         if not await self.cluster.run(_database_ok, db_file):
                             self.node.brokers.forget(db_file)
                             await self.cluster.run(
-                                _quarantine_db, self.node.devices_dir / dev.device, kind.name,
+                                _quarantine_db,
+                                self.node.devices_dir / dev.device,
+                                kind.name,
                                 db_file,
-                            )  # fmt: skip
+                            )
                             stats["quarantined"] += 1
         return stats
 

@@ -146,9 +146,12 @@ class ObjectReplicator(Agent):
             )
             path = _path_of(metadata)
             response = await backend.request(
-                "DELETE", peer.device, part, path,
+                "DELETE",
+                peer.device,
+                part,
+                path,
                 {"x-timestamp": state["ts"], "x-backend-replication": "1"},
-            )  # fmt: skip
+            )
             await response.close()
             return response.ok or response.status in (404, 409)
         opened = await self.cluster.run(self.disk.open, dev.device, part, name_hash)
@@ -208,10 +211,16 @@ class ObjectReplicator(Agent):
         path = _path_of(opened.metadata)
         await self.cluster.run(opened.close)
         response = await self.cluster.backend(peer).request(
-            "POST", peer.device, part, path,
-            {"x-timestamp": meta_time, "x-backend-replication": "1",
-             "x-backend-metadata": json.dumps(metadata)},
-        )  # fmt: skip
+            "POST",
+            peer.device,
+            part,
+            path,
+            {
+                "x-timestamp": meta_time,
+                "x-backend-replication": "1",
+                "x-backend-metadata": json.dumps(metadata),
+            },
+        )
         await response.close()
         return response.ok or response.status in (404, 409)
 
@@ -288,9 +297,13 @@ class DatabaseReplicator(Agent):
         path = (info["account"], info["container"], "")
         headers = {"x-backend-kind": self.kind.name}
         response = await backend.request(
-            "REPLICATE", peer.device, part, path, headers,
+            "REPLICATE",
+            peer.device,
+            part,
+            path,
+            headers,
             json.dumps({"op": "sync", "id": info["id"]}).encode(),
-        )  # fmt: skip
+        )
         if response.status == 404:
             await response.close()
             point = -1
@@ -307,10 +320,11 @@ class DatabaseReplicator(Agent):
                 "op": "merge",
                 "id": info["id"],
                 "info": plain,
-                "rows": [{k: v for k, v in r.items() if k not in ("row_id", "ROWID")}
-                         for r in rows],
+                "rows": [
+                    {k: v for k, v in r.items() if k not in ("row_id", "ROWID")} for r in rows
+                ],
                 "point": new_point,
-            }  # fmt: skip
+            }
             result: BackendResponse = await backend.request(
                 "REPLICATE", peer.device, part, path, headers, json.dumps(body).encode()
             )

@@ -88,7 +88,8 @@ class ContainerUpdater(Agent):
                     account_part, nodes = account_ring.get_nodes(info["account"])
                     ok = 0
                     for node in nodes:
-                        ok += await server.report_to(broker, node.address, node.device,
-                                                     account_part)  # fmt: skip
+                        ok += await server.report_to(
+                            broker, node.address, node.device, account_part
+                        )
                     stats["reported" if ok else "failures"] += 1
         return stats

@@ -24,8 +24,9 @@ async def bulk_delete(swift: SwiftRequest) -> Response:
     paths = [unquote(line.strip()) for line in raw.decode("utf-8", "replace").splitlines()]
     paths = [p for p in paths if p]
     if len(paths) > MAX_DELETES:
-        raise SwiftError(413, f"Maximum Bulk Deletes: {MAX_DELETES} per request",
-                         content_type="text/plain")  # fmt: skip
+        raise SwiftError(
+            413, f"Maximum Bulk Deletes: {MAX_DELETES} per request", content_type="text/plain"
+        )
     return await delete_paths(swift, paths)
 
 
@@ -41,8 +42,15 @@ async def delete_paths(swift: SwiftRequest, paths: list[str]) -> Response:
         info = await swift.store.container_info(swift.account, container)
         try:
             if not swift.grant.reseller:
-                target = SwiftRequest(swift.request, swift.service, swift.account, container,
-                                      obj, swift.headers, swift.token)  # fmt: skip
+                target = SwiftRequest(
+                    swift.request,
+                    swift.service,
+                    swift.account,
+                    container,
+                    obj,
+                    swift.headers,
+                    swift.token,
+                )
                 target.authorize(info.write_acl if info and obj else None, method="DELETE")
                 if not obj and not target.grant.owner:
                     raise SwiftError(403)

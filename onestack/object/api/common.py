@@ -130,16 +130,21 @@ def check_metadata(headers: dict[str, str], target: str) -> None:
         if len(name) > MAX_META_NAME:
             raise SwiftError(400, f"Metadata name too long: {key}", content_type="text/plain")
         if len(value) > MAX_META_VALUE:
-            raise SwiftError(400, f"Metadata value longer than {MAX_META_VALUE}: {key}",
-                             content_type="text/plain")  # fmt: skip
+            raise SwiftError(
+                400,
+                f"Metadata value longer than {MAX_META_VALUE}: {key}",
+                content_type="text/plain",
+            )
         count += 1
         size += len(name) + len(value)
     if count > MAX_META_COUNT:
-        raise SwiftError(400, f"Too many metadata items; max {MAX_META_COUNT}",
-                         content_type="text/plain")  # fmt: skip
+        raise SwiftError(
+            400, f"Too many metadata items; max {MAX_META_COUNT}", content_type="text/plain"
+        )
     if size > MAX_META_OVERALL:
-        raise SwiftError(400, f"Total metadata too large; max {MAX_META_OVERALL}",
-                         content_type="text/plain")  # fmt: skip
+        raise SwiftError(
+            400, f"Total metadata too large; max {MAX_META_OVERALL}", content_type="text/plain"
+        )
 
 
 def metadata_changes(headers: dict[str, str], target: str, *, owner: bool) -> dict[str, str]:
@@ -163,8 +168,12 @@ def metadata_changes(headers: dict[str, str], target: str, *, owner: bool) -> di
             if f"x-remove-{name[2:]}" in headers:
                 out[name] = ""
     if not owner:
-        out = {k: v for k, v in out.items() if not k.startswith(("x-container-read",
-               "x-container-write")) and "temp-url-key" not in k}  # fmt: skip
+        out = {
+            k: v
+            for k, v in out.items()
+            if not k.startswith(("x-container-read", "x-container-write"))
+            and "temp-url-key" not in k
+        }
     return out
 
 

@@ -52,15 +52,17 @@ def _validated_changes(swift: SwiftRequest) -> dict[str, str]:
             changes[name] = validate_acl(changes[name])
     if changes.get("x-versions-location") and changes.get("x-history-location"):
         raise SwiftError(
-            400, "Only one of X-Versions-Location or X-History-Location may be specified",
+            400,
+            "Only one of X-Versions-Location or X-History-Location may be specified",
             content_type="text/plain",
-        )  # fmt: skip
+        )
     for name in ("x-versions-location", "x-history-location"):
         if changes.get(name):
             location = changes[name].split("/")[0]
             if not location:
-                raise SwiftError(400, f"{name} header must be a valid container name",
-                                 content_type="text/plain")  # fmt: skip
+                raise SwiftError(
+                    400, f"{name} header must be a valid container name", content_type="text/plain"
+                )
             changes[name] = location
             other = "x-history-location" if name == "x-versions-location" else "x-versions-location"
             changes.setdefault(other, "")
@@ -108,8 +110,9 @@ async def get_container(request: Request) -> Response:
     status, rows, backend = await swift.store.list_objects(swift.account, swift.container, **params)
     if status >= 300:
         raise SwiftError(404 if status == 404 else 503)
-    return listings.render(media, "container", swift.container, rows,
-                           container_headers(swift, backend))  # fmt: skip
+    return listings.render(
+        media, "container", swift.container, rows, container_headers(swift, backend)
+    )
 
 
 @routes.post(PATHS[0])

@@ -120,11 +120,13 @@ def listing_params(request: Request) -> dict[str, str]:
     try:
         limit = int(query.get("limit", "10000"))
     except ValueError:
-        raise SwiftError(412, "Value of limit must be a positive integer",
-                         content_type="text/plain") from None  # fmt: skip
+        raise SwiftError(
+            412, "Value of limit must be a positive integer", content_type="text/plain"
+        ) from None
     if limit < 0:
-        raise SwiftError(412, "Value of limit must be a positive integer",
-                         content_type="text/plain")  # fmt: skip
+        raise SwiftError(
+            412, "Value of limit must be a positive integer", content_type="text/plain"
+        )
     if limit > 10000:
         raise SwiftError(412, "Maximum limit is 10000", content_type="text/plain")
     params = {"limit": str(limit)}

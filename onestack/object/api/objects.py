@@ -109,8 +109,11 @@ def stored_headers(swift: SwiftRequest) -> dict[str, str]:
     if "x-object-manifest" in headers:
         manifest = unquote(headers["x-object-manifest"])
         if "/" not in manifest.strip("/") or manifest.startswith("/"):
-            raise SwiftError(400, "X-Object-Manifest must be in the format container/prefix",
-                             content_type="text/plain")  # fmt: skip
+            raise SwiftError(
+                400,
+                "X-Object-Manifest must be in the format container/prefix",
+                content_type="text/plain",
+            )
     content_type = headers.get("content-type")
     if not content_type or swift.headers.get("x-detect-content-type", "").lower() == "true":
         guessed, _ = mimetypes.guess_type(swift.obj)
@@ -191,9 +194,12 @@ async def upload(
     if length is not None and length > swift.service.settings.max_file_size:
         raise SwiftError(413, "Your request is too large.", content_type="text/plain")
     if "x-static-large-object" in swift.headers and headers is None:
-        raise SwiftError(400, "X-Static-Large-Object is a reserved header. To create a static "
-                         "large object add query param multipart-manifest=put.",
-                         content_type="text/plain")  # fmt: skip
+        raise SwiftError(
+            400,
+            "X-Static-Large-Object is a reserved header. To create a static "
+            "large object add query param multipart-manifest=put.",
+            content_type="text/plain",
+        )
     stored = headers if headers is not None else stored_headers(swift)
     if swift.headers.get("if-none-match") == "*":
         existing = await swift.store.get_object(
@@ -202,8 +208,9 @@ async def upload(
         if existing.status == 200:
             raise SwiftError(412)
     elif "if-none-match" in swift.headers and headers is None:
-        raise SwiftError(400, "Only If-None-Match: * is supported for PUT",
-                         content_type="text/plain")  # fmt: skip
+        raise SwiftError(
+            400, "Only If-None-Match: * is supported for PUT", content_type="text/plain"
+        )
     await check_quotas(swift, info, length or 0)
     sent = dict(stored)
     if length is not None:
@@ -232,8 +239,11 @@ def _split_copy_path(value: str) -> tuple[str, str]:
     path = unquote(value).lstrip("/")
     container, _, obj = path.partition("/")
     if not container or not obj:
-        raise SwiftError(412, "X-Copy-From header must be of the form <container name>/<object "
-                         "name>", content_type="text/plain")  # fmt: skip
+        raise SwiftError(
+            412,
+            "X-Copy-From header must be of the form <container name>/<object name>",
+            content_type="text/plain",
+        )
     return container, obj
 
 
@@ -244,8 +254,16 @@ async def copy_object(swift: SwiftRequest, info: ContainerInfo) -> Response:
     src_container, src_obj = _split_copy_path(swift.headers["x-copy-from"])
     src_account = unquote(swift.headers.get("x-copy-from-account", swift.account))
     src_info = await swift.store.container_info(src_account, src_container)
-    reader = SwiftRequest(swift.request, swift.service, src_account, src_container, src_obj,
-                          swift.headers, swift.token, temp_url=swift.temp_url)  # fmt: skip
+    reader = SwiftRequest(
+        swift.request,
+        swift.service,
+        src_account,
+        src_container,
+        src_obj,
+        swift.headers,
+        swift.token,
+        temp_url=swift.temp_url,
+    )
     reader.grant = swift.grant
     if not swift.temp_url:
         reader.authorize(src_info.read_acl if src_info else None, method="GET")
@@ -305,8 +323,16 @@ async def copy_verb(request: Request) -> Response:
     swift.headers["x-copy-from"] = quote(f"{swift.container}/{swift.obj}")
     swift.headers["x-copy-from-account"] = swift.account
     swift.headers["content-length"] = "0"
-    target = SwiftRequest(request, swift.service, dest_account, dest_container, dest_obj,
-                          swift.headers, swift.token, temp_url=swift.temp_url)  # fmt: skip
+    target = SwiftRequest(
+        request,
+        swift.service,
+        dest_account,
+        dest_container,
+        dest_obj,
+        swift.headers,
+        swift.token,
+        temp_url=swift.temp_url,
+    )
     info = await target.store.container_info(dest_account, dest_container)
     target.authorize(info.write_acl if info else None, method="PUT")
     if info is None:
@@ -328,13 +354,20 @@ async def get_object(request: Request) -> Response:
     first_range = None
     if ranges is not None and len(ranges) == 1:
         first, last = ranges[0]
-        first_range = {"range": f"bytes={'' if first is None else first}-"
-                                f"{'' if last is None else last}"}  # fmt: skip
+        first_range = {
+            "range": f"bytes={'' if first is None else first}-{'' if last is None else last}"
+        }
     if head:
         source = await _head_source(swift, manifest_get)
     else:
-        source = await open_source(swift.store, swift.account, swift.container, swift.obj,
-                                   headers=first_range, manifest_raw=manifest_get)  # fmt: skip
+        source = await open_source(
+            swift.store,
+            swift.account,
+            swift.container,
+            swift.obj,
+            headers=first_range,
+            manifest_raw=manifest_get,
+        )
     if source is None:
         raise SwiftError(404)
     headers = client_headers(source)
@@ -347,8 +380,9 @@ async def get_object(request: Request) -> Response:
     if status is not None:
         await source.close()
         if status == 304:
-            return Response(b"", 304, headers={k: v for k, v in headers.items()
-                                                if k != "content-length"})  # fmt: skip
+            return Response(
+                b"", 304, headers={k: v for k, v in headers.items() if k != "content-length"}
+            )
         raise SwiftError(412, headers={"etag": source.etag})
     if swift.temp_url:
         headers.update(swift.request.scope["state"]["temp_url"].response_headers(swift.obj))
@@ -391,13 +425,27 @@ async def _head_source(swift: SwiftRequest, manifest_get: bool) -> Source | None
         slo_size = backend.get("x-object-sysmeta-slo-size")
         slo_etag = backend.get("x-object-sysmeta-slo-etag")
         if slo_size and slo_etag:
-            return Source(swift.store, swift.account, swift.container, swift.obj,
-                          int(slo_size), f'"{slo_etag}"', backend, large="slo")  # fmt: skip
+            return Source(
+                swift.store,
+                swift.account,
+                swift.container,
+                swift.obj,
+                int(slo_size),
+                f'"{slo_etag}"',
+                backend,
+                large="slo",
+            )
         source = await open_source(swift.store, swift.account, swift.container, swift.obj)
         return source
-    return Source(swift.store, swift.account, swift.container, swift.obj,
-                  int(backend.get("content-length", "0")), backend.get("etag", ""),
-                  backend)  # fmt: skip
+    return Source(
+        swift.store,
+        swift.account,
+        swift.container,
+        swift.obj,
+        int(backend.get("content-length", "0")),
+        backend.get("etag", ""),
+        backend,
+    )
 
 
 async def _raw_manifest(source: Source, headers: dict[str, str]) -> Response:
@@ -408,10 +456,14 @@ async def _raw_manifest(source: Source, headers: dict[str, str]) -> Response:
     assert first is not None
     entries = json.loads(await first.read())
     raw = [
-        {"path": e["name"], "etag": e["hash"], "size_bytes": e["bytes"],
-         **({"range": e["range"]} if e.get("range") else {})}
+        {
+            "path": e["name"],
+            "etag": e["hash"],
+            "size_bytes": e["bytes"],
+            **({"range": e["range"]} if e.get("range") else {}),
+        }
         for e in entries
-    ]  # fmt: skip
+    ]
     body = json.dumps(raw).encode()
     headers["content-length"] = str(len(body))
     return Response(body, 200, headers=headers)
@@ -429,8 +481,14 @@ async def post_object(request: Request) -> Response:
         k: v for k, v in swift.headers.items() if k.startswith("x-object-meta-")
     }
     check_metadata(headers, "object")
-    for name in ("content-type", "content-encoding", "content-disposition", "content-language",
-                 "cache-control", "expires"):  # fmt: skip
+    for name in (
+        "content-type",
+        "content-encoding",
+        "content-disposition",
+        "content-language",
+        "cache-control",
+        "expires",
+    ):
         if name in swift.headers:
             headers[name] = swift.headers[name]
     expiry = delete_at(swift.headers)

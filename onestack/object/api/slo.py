@@ -42,11 +42,13 @@ async def put_manifest(swift: SwiftRequest, info: ContainerInfo) -> Response:
     except ValueError:
         raise SwiftError(400, "Manifest must be valid JSON.\n", content_type="text/plain") from None
     if not entries:
-        raise SwiftError(400, "Manifest must have at least one segment.\n",
-                         content_type="text/plain")  # fmt: skip
+        raise SwiftError(
+            400, "Manifest must have at least one segment.\n", content_type="text/plain"
+        )
     if len(entries) > MAX_SEGMENTS:
-        raise SwiftError(400, f"Number of segments must be <= {MAX_SEGMENTS}",
-                         content_type="text/plain")  # fmt: skip
+        raise SwiftError(
+            400, f"Number of segments must be <= {MAX_SEGMENTS}", content_type="text/plain"
+        )
     errors: list[tuple[str, str]] = []
     stored: list[dict[str, Any]] = []
     segments: list[Segment] = []
@@ -85,8 +87,9 @@ async def put_manifest(swift: SwiftRequest, info: ContainerInfo) -> Response:
                 continue
         span = length if length is not None else size
         if span < MIN_SEGMENT_SIZE and index < len(entries) - 1:
-            errors.append((path, f"Too small; each segment must be at least "
-                                 f"{MIN_SEGMENT_SIZE} bytes."))  # fmt: skip
+            errors.append(
+                (path, f"Too small; each segment must be at least {MIN_SEGMENT_SIZE} bytes.")
+            )
         record = {
             "name": f"/{container}/{obj}",
             "hash": etag,
@@ -122,8 +125,9 @@ async def put_manifest(swift: SwiftRequest, info: ContainerInfo) -> Response:
             "x-object-sysmeta-container-update-override-size": str(total),
         }
     )
-    response = await upload(swift, info, body=_once(manifest), headers=headers,
-                            length=len(manifest))  # fmt: skip
+    response = await upload(
+        swift, info, body=_once(manifest), headers=headers, length=len(manifest)
+    )
     response.headers["etag"] = f'"{slo_etag}"'
     return response
 

@@ -150,14 +150,16 @@ async def open_source(
 ) -> Source | None:
     """Open an object for reading; None when it does not exist."""
     if depth > MAX_DEPTH:
-        raise SwiftError(409, "Max recursion depth exceeded on large object",
-                         content_type="text/plain")  # fmt: skip
+        raise SwiftError(
+            409, "Max recursion depth exceeded on large object", content_type="text/plain"
+        )
     response = await store.get_object(account, container, obj, headers=headers)
     if response.status == 404:
         return None
     if response.status == 416 and headers and "range" in headers:
-        return await open_source(store, account, container, obj, depth=depth,
-                                 manifest_raw=manifest_raw)  # fmt: skip
+        return await open_source(
+            store, account, container, obj, depth=depth, manifest_raw=manifest_raw
+        )
     if not 200 <= response.status < 300:
         await response.close()
         raise SwiftError(503 if response.status >= 500 else response.status)
@@ -168,8 +170,18 @@ async def open_source(
         spec, _, total = backend["content-range"].split()[1].partition("/")
         first_byte, _, last_byte = spec.partition("-")
         size, span = int(total), (int(first_byte), int(last_byte) + 1)
-    source = Source(store, account, container, obj, size, backend.get("etag", ""), backend,
-                    first=response, depth=depth, first_span=span)  # fmt: skip
+    source = Source(
+        store,
+        account,
+        container,
+        obj,
+        size,
+        backend.get("etag", ""),
+        backend,
+        first=response,
+        depth=depth,
+        first_span=span,
+    )
     if manifest_raw:
         return source
     if backend.get("x-static-large-object", "").lower() in ("true", "1", "yes"):

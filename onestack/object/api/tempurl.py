@@ -41,11 +41,13 @@ class TempURL:
         quoted = quote(name, safe="")
         if self.inline:
             if self.filename:
-                return {"content-disposition": f"inline; filename=\"{name}\"; "
-                                               f"filename*=UTF-8''{quoted}"}  # fmt: skip
+                return {
+                    "content-disposition": f"inline; filename=\"{name}\"; filename*=UTF-8''{quoted}"
+                }
             return {"content-disposition": "inline"}
-        return {"content-disposition": f"attachment; filename=\"{name}\"; "
-                                       f"filename*=UTF-8''{quoted}"}  # fmt: skip
+        return {
+            "content-disposition": f"attachment; filename=\"{name}\"; filename*=UTF-8''{quoted}"
+        }
 
 
 def parse_expires(value: str) -> int:

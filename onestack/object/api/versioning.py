@@ -46,8 +46,9 @@ async def _archive_writable(swift: SwiftRequest, archive: str) -> None:
         raise SwiftError(412, f"Container {archive} does not exist", content_type="text/plain")
     if swift.grant.owner or swift.temp_url:
         return
-    probe = SwiftRequest(swift.request, swift.service, swift.account, archive, "x",
-                         swift.headers, swift.token)  # fmt: skip
+    probe = SwiftRequest(
+        swift.request, swift.service, swift.account, archive, "x", swift.headers, swift.token
+    )
     probe.authorize(archive_info.write_acl, method="PUT")
 
 

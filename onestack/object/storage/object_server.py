@@ -460,9 +460,15 @@ class ObjectServer:
         await self.cluster.run(
             self.save_async_pending,
             object_device,
-            {"op": op, "host": host, "device": device, "part": part, "path": path,
-             "headers": headers},
-        )  # fmt: skip
+            {
+                "op": op,
+                "host": host,
+                "device": device,
+                "part": part,
+                "path": path,
+                "headers": headers,
+            },
+        )
 
     def save_async_pending(self, device: str, update: dict[str, Any]) -> None:
         try:
