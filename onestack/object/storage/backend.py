@@ -21,6 +21,8 @@ import httpx
 Body = AsyncIterator[bytes] | bytes | None
 NODE_PREFIX = "/object-node"
 SECRET_HEADER = "x-backend-secret"
+# HTTP parsers accept only known methods: Swift's REPLICATE travels as a POST that says so.
+METHOD_HEADER = "x-backend-method"
 
 
 @dataclass
@@ -148,6 +150,9 @@ class RemoteBackend:
         url = self.base + node_path(device, part, path)
         sent = {k.lower(): v for k, v in headers.items()}
         sent[SECRET_HEADER] = self.secret
+        if method == "REPLICATE":
+            method = "POST"
+            sent[METHOD_HEADER] = "REPLICATE"
         content: Any = body
         if content is not None and not isinstance(content, bytes):
             sent.pop("content-length", None)

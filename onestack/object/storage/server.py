@@ -14,7 +14,13 @@ from urllib.parse import parse_qsl, unquote
 
 from starlette.types import Receive, Scope, Send
 
-from onestack.object.storage.backend import NODE_PREFIX, SECRET_HEADER, BackendResponse, NodeHandler
+from onestack.object.storage.backend import (
+    METHOD_HEADER,
+    NODE_PREFIX,
+    SECRET_HEADER,
+    BackendResponse,
+    NodeHandler,
+)
 
 
 class NodeApp:
@@ -34,6 +40,7 @@ class NodeApp:
         if not hmac.compare_digest(given, self.secret):
             await _answer(send, BackendResponse(403, {}))
             return
+        method = headers.pop(METHOD_HEADER, scope["method"])
         raw_path = scope.get("raw_path") or scope["path"].encode()
         path = raw_path.decode("latin-1").split("?", 1)[0]
         if path.startswith(NODE_PREFIX):
@@ -58,7 +65,7 @@ class NodeApp:
                     return
 
         response = await self.node.handle(
-            scope["method"], device, part, (names[0], names[1], names[2]), headers, body(), query
+            method, device, part, (names[0], names[1], names[2]), headers, body(), query
         )
         await _answer(send, response, head=scope["method"] == "HEAD")
 
