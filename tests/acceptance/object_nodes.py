@@ -75,10 +75,21 @@ class NodeSet:
         process.popen.wait()
         process.handle.close()
 
+    def ensure_running(self) -> None:
+        """Start the nodes a test left stopped."""
+        missing = [i for i in range(len(self.ports)) if i not in self.processes]
+        for index in missing:
+            self.launch(index)
+        for index in missing:
+            self.processes[index].wait_listening(self.ports[index])
+
     def stop_all(self) -> None:
-        for index in list(self.processes):
-            process = self.processes.pop(index)
-            process.stop()
+        processes = [self.processes.pop(i) for i in list(self.processes)]
+        for process in processes:
+            if process.popen.poll() is None:
+                os.killpg(process.popen.pid, signal.SIGINT)
+        for process in processes:
+            assert process.stop() == 0, process.log.read_text()[-2000:]
 
     async def agent_here(self, name: str, index: int) -> dict[str, int]:
         """One pass of an agent for node ``index``, run in this process on its devices."""
