@@ -18,8 +18,9 @@ MODULES = (info, accounts, containers, objects)
 class TransIdMiddleware:
     """Swift's ``X-Trans-Id`` on every answer; the same id is the OpenStack request id."""
 
-    def __init__(self, app: ASGIApp):
+    def __init__(self, app: ASGIApp, headers: tuple[bytes, ...] = (b"x-trans-id",)):
         self.app = app
+        self.headers = headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -33,7 +34,10 @@ class TransIdMiddleware:
             if message["type"] == "http.response.start":
                 message = {
                     **message,
-                    "headers": [*message.get("headers", []), (b"x-trans-id", encoded)],
+                    "headers": [
+                        *message.get("headers", []),
+                        *((name, encoded) for name in self.headers),
+                    ],
                 }
             await send(message)
 

@@ -11,6 +11,7 @@ from starlette.types import ASGIApp
 
 from onestack.core.asgi.app import service_app
 from onestack.core.client import ServiceClient
+from onestack.object.app import TransIdMiddleware
 from onestack.object.s3 import buckets, multipart, objects
 from onestack.object.s3.auth import S3Authenticator
 from onestack.object.s3.errors import S3Error, s3_error
@@ -70,7 +71,7 @@ def _route(s3: S3Request) -> Handler:
 
 def build_s3_app(service: ObjectService, client: ServiceClient) -> tuple[ASGIApp, S3Authenticator]:
     """The S3 API over ``service``'s store; signatures checked through identity with ``client``."""
-    authenticator = S3Authenticator(client)
+    authenticator = S3Authenticator(client, service.settings.s3_domains)
 
     async def dispatch(request: Request) -> Response:
         signed = await authenticator.verify(request)
@@ -78,21 +79,13 @@ def build_s3_app(service: ObjectService, client: ServiceClient) -> tuple[ASGIApp
         headers = {k.lower(): v for k, v in request.headers.items()}
         s3 = S3Request(request, service, signed, bucket, key, headers)
         handler = _route(s3)
-        response = await handler(s3)
-        request_id = request.scope.get("state", {}).get("request_id", "")
-        response.headers["x-amz-request-id"] = request_id
-        response.headers["x-amz-id-2"] = request_id
-        return response
+        return await handler(s3)
 
     def render(err: Exception) -> Response:
         return s3_error(err)  # type: ignore[arg-type]
 
-    app = service_app(
-        "s3",
-        [Route("/{path:path}", dispatch, methods=METHODS)],
-        render,
-    )
-    return app, authenticator
+    app = service_app("s3", [Route("/{path:path}", dispatch, methods=METHODS)], render)
+    return TransIdMiddleware(app, (b"x-amz-request-id", b"x-amz-id-2")), authenticator
 
 
 __all__ = ["S3Error", "build_s3_app"]

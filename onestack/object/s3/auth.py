@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import email.utils
 import hashlib
+import hmac
 import time
 import zlib
 from collections.abc import AsyncIterator
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
+from starlette.types import Scope
 
 from onestack.core import sigv4
 from onestack.core.auth.context import TokenData
@@ -66,13 +69,53 @@ def is_s3_request(headers: dict[str, str], query_string: str) -> bool:
     """Whether a request carries AWS authentication (header or presigned query)."""
     if headers.get("authorization", "").startswith(("AWS4-HMAC-SHA256", "AWS ")):
         return True
-    return "X-Amz-Signature=" in query_string or "X-Amz-Credential=" in query_string
+    return "X-Amz-Signature=" in query_string or "AWSAccessKeyId=" in query_string
+
+
+# Sub-resources that are part of a V2 signature's canonical resource.
+V2_SUBRESOURCES = (
+    "acl",
+    "delete",
+    "lifecycle",
+    "location",
+    "logging",
+    "notification",
+    "partNumber",
+    "policy",
+    "requestPayment",
+    "response-cache-control",
+    "response-content-disposition",
+    "response-content-encoding",
+    "response-content-language",
+    "response-content-type",
+    "response-expires",
+    "tagging",
+    "torrent",
+    "uploadId",
+    "uploads",
+    "versionId",
+    "versioning",
+    "versions",
+    "website",
+)
+
+
+def _v2_string(
+    method: str, raw_path: str, query: list[tuple[str, str]], headers: dict[str, str], date: str
+) -> str:
+    """Signature V2's string to sign (header form, or ``Expires`` for query-signed URLs)."""
+    amz = sorted((k, " ".join(v.split())) for k, v in headers.items() if k.startswith("x-amz-"))
+    resource = raw_path
+    subs = sorted((k, v) for k, v in query if k in V2_SUBRESOURCES)
+    if subs:
+        resource += "?" + "&".join(f"{k}={v}" if v else k for k, v in subs)
+    lines = [method, headers.get("content-md5", ""), headers.get("content-type", ""), date]
+    lines += [f"{k}:{v}" for k, v in amz]
+    return "\n".join([*lines, resource])
 
 
 def _parts(request: Request, headers: dict[str, str], query: list[tuple[str, str]]) -> _Parts:
     authorization = headers.get("authorization", "")
-    if authorization.startswith("AWS "):
-        raise S3Error("InvalidRequest", "Only AWS Signature Version 4 is supported.")
     if authorization.startswith(sigv4.ALGORITHM):
         fields = {}
         for item in authorization[len(sigv4.ALGORITHM) :].split(","):
@@ -130,8 +173,9 @@ def _parts(request: Request, headers: dict[str, str], query: list[tuple[str, str
 class S3Authenticator:
     """Checks SigV4 signatures with credentials identity vouches for."""
 
-    def __init__(self, client: ServiceClient):
+    def __init__(self, client: ServiceClient, domains: list[str]):
         self.client = client
+        self.domains = domains
         self._cache: dict[str, tuple[float, str, TokenData]] = {}
 
     def forget(self) -> None:
@@ -144,10 +188,14 @@ class S3Authenticator:
         headers = {k.lower(): v for k, v in request.headers.items()}
         raw_query = request.scope.get("query_string", b"").decode("latin-1")
         query = parse_qsl(raw_query, keep_blank_values=True)
+        scope = request.scope
+        raw = scope.get("sent_raw_path") or scope.get("raw_path") or scope["path"].encode()
+        raw_path = raw.decode("latin-1")
+        if headers.get("authorization", "").startswith("AWS ") or "AWSAccessKeyId" in dict(query):
+            return await self._verify_v2(
+                request.method, self._v2_resource(scope, raw_path, headers), query, headers
+            )
         parts = _parts(request, headers, query)
-        raw_path = (request.scope.get("raw_path") or request.scope["path"].encode()).decode(
-            "latin-1"
-        )
         canonical = sigv4.canonical_request(
             request.method,
             raw_path.split("?", 1)[0],
@@ -172,6 +220,53 @@ class S3Authenticator:
             parts.signature,
             key,
         )
+
+    def _v2_resource(self, scope: Scope, raw_path: str, headers: dict[str, str]) -> str:
+        """V2 signs ``/bucket/key`` whatever path prefix the endpoint has."""
+        path = raw_path.split("?", 1)[0]
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :] or "/"
+        host = headers.get("host", "").split(":")[0].lower()
+        for domain in self.domains:
+            if host.endswith("." + domain):
+                return "/" + host[: -len(domain) - 1] + path
+        return path
+
+    async def _verify_v2(
+        self, method: str, raw_path: str, query: list[tuple[str, str]], headers: dict[str, str]
+    ) -> Signed:
+        """Signature V2 (``AWS access:signature`` or ``AWSAccessKeyId``/``Signature`` URLs)."""
+        params = dict(query)
+        if "AWSAccessKeyId" in params:
+            access, signature = params["AWSAccessKeyId"], params.get("Signature", "")
+            try:
+                expires = int(params.get("Expires", "0"))
+            except ValueError:
+                raise S3Error("AccessDenied", "Invalid Expires.") from None
+            if time.time() > expires:
+                raise S3Error("AccessDenied", "Request has expired")
+            date = str(expires)
+        else:
+            access, _, signature = headers["authorization"][4:].strip().rpartition(":")
+            date = "" if "x-amz-date" in headers else headers.get("date", "")
+            moment = headers.get("x-amz-date") or headers.get("date", "")
+            try:
+                stamp = email.utils.parsedate_to_datetime(moment).timestamp()
+            except (TypeError, ValueError):
+                raise S3Error(
+                    "AccessDenied", "AWS authentication requires a valid Date or x-amz-date header"
+                ) from None
+            if abs(time.time() - stamp) > MAX_SKEW:
+                raise S3Error("RequestTimeTooSkewed")
+        text = _v2_string(method, raw_path, query, headers, date)
+        secret, token = await self._credential(access, text, signature)
+        expected = base64.b64encode(
+            hmac.new(secret.encode(), text.encode(), hashlib.sha1).digest()
+        ).decode()
+        if not sigv4.same(expected, signature):
+            raise S3Error("SignatureDoesNotMatch")
+        return Signed(token, access, "UNSIGNED-PAYLOAD", "", "", "", b"")
 
     async def _credential(self, access: str, text: str, signature: str) -> tuple[str, TokenData]:
         cached = self._cache.get(access)

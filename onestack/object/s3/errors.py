@@ -115,5 +115,4 @@ def s3_error(err: APIError, request_id: str = "") -> Response:
     request_id = request_id or str(err.extra.get("request_id") or "")
     ElementTree.SubElement(root, "RequestId").text = request_id
     body = XML_DECLARATION + ElementTree.tostring(root)
-    headers = {"x-amz-request-id": request_id} if request_id else {}
-    return Response(body, err.status, headers=headers, media_type="application/xml")
+    return Response(body, err.status, media_type="application/xml")
