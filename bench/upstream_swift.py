@@ -34,6 +34,13 @@ UPSTREAM_DIR = BENCH_DIR / ".upstream"
 VENV_DIR = UPSTREAM_DIR / "swift-venv"
 RUN_DIR = UPSTREAM_DIR / "swift-run"
 USER, KEY = "bench:tester", "testing"
+PROXY_PIPELINE = " ".join(
+    [
+        "catch_errors gatekeeper healthcheck proxy-logging cache listing_formats bulk tempurl",
+        "slo dlo versioned_writes copy container-quotas account-quotas tempauth proxy-logging",
+        "proxy-server",
+    ]
+)
 
 LAUNCHER = """
 import sys
@@ -178,7 +185,7 @@ use = egg:swift#{kind}
 bind_port = {ports["proxy"]}
 
 [pipeline:main]
-pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats bulk tempurl slo dlo versioned_writes copy container-quotas account-quotas tempauth proxy-logging proxy-server
+pipeline = {PROXY_PIPELINE}
 
 [app:proxy-server]
 use = egg:swift#proxy
