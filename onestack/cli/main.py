@@ -59,8 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("services", nargs="*", help="services to migrate (default: all)")
     _common(sync)
 
-    serve.add_argument("--rings-dir", type=Path, help="object-node: rings (default <data>/rings)")
-    serve.add_argument("--devices-dir", type=Path, help="object-node: device directories")
+    serve.add_argument("--rings-dir", type=Path, help="object: rings (default <data dir>/rings)")
+    serve.add_argument("--devices-dir", type=Path, help="object: device directories")
     serve.add_argument("--no-agents", action="store_true", help="object-node: no agents")
 
     from onestack.cli import objectstore
@@ -105,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             port = args.port or REGISTRY[args.service].own_port
             settings = _settings(args, port=port, host=args.host, services=[args.service])
+            if args.service == "object":
+                from onestack.cli.objectstore import node_settings
+
+                node_settings(args, settings)
             return run_serve(args, settings)
         if args.command == "db":
             return asyncio.run(_db_sync(args))
