@@ -155,10 +155,32 @@ def test_multipart_parts_listing_and_abort(
             MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": '"' + "0" * 32 + '"'}]},
         )
     assert wrong.value.response["Error"]["Code"] == "InvalidPart"
+    listed = s3.list_multipart_uploads(Bucket=bucket)["Uploads"]
+    assert [(u["Key"], u["UploadId"]) for u in listed] == [("k", upload)]
     s3.abort_multipart_upload(Bucket=bucket, Key="k", UploadId=upload)
     with pytest.raises(botocore.exceptions.ClientError) as aborted:
         s3.list_parts(Bucket=bucket, Key="k", UploadId=upload)
     assert aborted.value.response["Error"]["Code"] == "NoSuchUpload"
+    # A multipart object made by copying ranges of another one.
+    source = os.urandom(6 * 1024 * 1024)
+    s3.put_object(Bucket=bucket, Key="src", Body=source)
+    made = s3.create_multipart_upload(Bucket=bucket, Key="joined")["UploadId"]
+    parts = []
+    for number, span in ((1, "bytes=0-5242879"), (2, f"bytes=5242880-{len(source) - 1}")):
+        copied = s3.upload_part_copy(
+            Bucket=bucket,
+            Key="joined",
+            UploadId=made,
+            PartNumber=number,
+            CopySource={"Bucket": bucket, "Key": "src"},
+            CopySourceRange=span,
+        )
+        parts.append({"PartNumber": number, "ETag": copied["CopyPartResult"]["ETag"]})
+    s3.complete_multipart_upload(
+        Bucket=bucket, Key="joined", UploadId=made, MultipartUpload={"Parts": parts}
+    )
+    assert s3.get_object(Bucket=bucket, Key="joined")["Body"].read() == source
+    s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "src"}, {"Key": "joined"}]})
     s3.delete_bucket(Bucket=bucket)
 
 
