@@ -185,3 +185,13 @@ def test_account_rows_take_the_newest_report(tmp_path: Path) -> None:
     )
     assert broker.get_info()["item_count"] == 0
     broker.close()
+
+
+def test_stale_temporary_files_are_removed(disk: ObjectDisk) -> None:
+    writer = disk.create("d1", 7, HASH, "0000000001.00000")
+    writer.write(b"interrupted")
+    assert disk.clean_tmp("d1") == 0
+    os.utime(writer.tmp, (1, 1))
+    assert disk.clean_tmp("d1") == 1
+    assert os.listdir(disk.devices_dir / "d1" / "tmp") == []
+    writer.abort()

@@ -420,6 +420,19 @@ class ObjectDisk:
             os.close(fd)
         return metadata
 
+    def clean_tmp(self, device: str, older_than: float = 86400) -> int:
+        """Remove temporary files that an interrupted write left behind; how many."""
+        tmp_dir = self.devices_dir / device / "tmp"
+        removed = 0
+        limit = time.time() - older_than
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(tmp_dir):
+                with contextlib.suppress(FileNotFoundError):
+                    if entry.stat().st_mtime < limit:
+                        os.unlink(entry.path)
+                        removed += 1
+        return removed
+
     def remove_partition(self, device: str, part: int) -> None:
         shutil.rmtree(self.devices_dir / device / "objects" / str(part), ignore_errors=True)
 
