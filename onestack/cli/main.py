@@ -133,13 +133,21 @@ async def _db_sync(args: argparse.Namespace) -> int:
     from onestack.services import REGISTRY
 
     settings = _settings(args)
-    names = args.services or list(REGISTRY)
+
+    def migrations_of(name: str) -> Path:
+        package = importlib.import_module(f"onestack.{name}")
+        return Path(str(package.__file__)).parent / "migrations"
+
+    # Services without a database of their own (object storage) have nothing to sync.
+    names = args.services or [n for n in REGISTRY if migrations_of(n).is_dir()]
     for name in names:
         if name not in REGISTRY:
             print(f"onestack: unknown service {name!r}", file=sys.stderr)
             return 2
-        package = importlib.import_module(f"onestack.{name}")
-        migrations = Path(str(package.__file__)).parent / "migrations"
+        migrations = migrations_of(name)
+        if not migrations.is_dir():
+            print(f"{name}: no database")
+            continue
         db = Database(settings.database_url(name), migrations)
         try:
             await db.sync_schema()
