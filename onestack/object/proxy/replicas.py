@@ -37,7 +37,10 @@ from onestack.object.storage.backend import (
 
 log = logging.getLogger(__name__)
 
-QUEUE_DEPTH = 32
+QUEUE_DEPTH = 4
+# Client chunks (64 KiB from the HTTP server) are gathered into batches this big before
+# they go to the replicas: fewer hand-offs between tasks and threads per byte.
+UPLOAD_BATCH = 1 << 20
 POST_QUORUM_TIMEOUT = 0.5
 CONNECT_TIMEOUT = 5.0
 
@@ -290,36 +293,56 @@ class Replicas:
         if len(feeds) < quorum:
             await asyncio.gather(*(f.abort() for f in feeds))
             raise UploadFailed(503, f"only {len(feeds)} replicas could take the upload")
-        chunks_sent = 0
+        batches_sent = 0
+        last_batch = b""
+        hashing: asyncio.Future[None] | None = None
+        batch = bytearray()
+
+        async def flush() -> None:
+            """Hand one batch to every live replica while the previous one is still hashing."""
+            nonlocal batches_sent, last_batch, hashing
+            data = bytes(batch)
+            batch.clear()
+            live = [f for f in feeds if not f.failed]
+            if len(live) < quorum:
+                raise UploadFailed(503, "too many replicas failed during the upload")
+            if shared is not None:
+                if hashing is not None:
+                    await hashing
+                hashing = asyncio.ensure_future(self.cluster.run(shared.md5.update, data))
+            await asyncio.gather(*(f.send(data) for f in live))
+            batches_sent += 1
+            last_batch = data
+
         try:
             chunk = first
             while chunk is not None:
-                live = [f for f in feeds if not f.failed]
-                if len(live) < quorum:
-                    raise UploadFailed(503, "too many replicas failed during the upload")
-                sends = [f.send(chunk) for f in live]
-                if shared is not None:
-                    sends.append(self.cluster.run(shared.md5.update, chunk))
-                await asyncio.gather(*sends)
-                chunks_sent += 1
+                batch += chunk
+                if len(batch) >= UPLOAD_BATCH:
+                    await flush()
                 chunk = await _next_chunk(body)
+            if batch or batches_sent == 0:
+                await flush()
+            if hashing is not None:
+                await hashing
         except BaseException:
+            if hashing is not None:
+                await asyncio.gather(hashing, return_exceptions=True)
             await asyncio.gather(*(f.abort() for f in feeds), return_exceptions=True)
             raise
         if shared is not None:
             shared.etag = shared.md5.hexdigest()
         await asyncio.gather(*(f.finish() for f in feeds))
         results = await _collect(feeds, quorum)
-        if chunks_sent <= 1:
-            # A body of one chunk is still in hand: a replica that failed late gets a handoff.
-            whole = first or b""
+        if batches_sent <= 1:
+            # A body of one batch is still in hand: a replica that failed late gets a handoff.
             for index, (feed, result) in enumerate(zip(feeds, results, strict=True)):
                 while failed(result):
                     async with lock:
                         dev = next(handoffs, None)
                     if dev is None:
                         break
-                    result = await self._one(dev, "PUT", part, path, feed.headers, whole)
+                    result = await self._one(dev, "PUT", part, path, feed.headers, last_batch)
                 results[index] = result
         return results
 
