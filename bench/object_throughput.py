@@ -217,7 +217,9 @@ def large_phase(target: Target, source: Path, count: int) -> tuple[float, float,
     put_time = get_time = 0.0
     errors = 0
     for number in range(count):
-        seconds, status = curl("-T", str(source), "-H", auth, f"{target.url}/bench/large-{number}")
+        seconds, status = curl(
+            "-o", "/dev/null", "-T", str(source), "-H", auth, f"{target.url}/bench/large-{number}"
+        )
         put_time += seconds
         errors += status != "201"
     for number in range(count):
@@ -248,7 +250,13 @@ def disk_three_copies(directory: Path, source: Path) -> float:
 
 
 def measure(target: Target, seconds: float, large_count: int, source: Path) -> dict[str, Any]:
-    httpx.put(f"{target.url}/bench", headers={"X-Auth-Token": target.token}).raise_for_status()
+    deadline = time.monotonic() + 60
+    while True:  # the storage servers may still be starting behind the proxy
+        made = httpx.put(f"{target.url}/bench", headers={"X-Auth-Token": target.token})
+        if made.is_success or time.monotonic() > deadline:
+            made.raise_for_status()
+            break
+        time.sleep(0.5)
     seeded = 256
     seed(target, seeded)
     path = "/" + target.url.split("/", 3)[3] + "/bench"
