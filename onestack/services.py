@@ -44,6 +44,15 @@ REGISTRY: dict[str, ServiceInfo] = {
     "image": ServiceInfo(
         "image", "image", "glance", "/image", "", 9292, "onestack.image.unit:ImageUnit"
     ),
+    "placement": ServiceInfo(
+        "placement",
+        "placement",
+        "placement",
+        "/placement",
+        "",
+        8778,
+        "onestack.placement.unit:PlacementUnit",
+    ),
 }
 
 

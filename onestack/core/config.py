@@ -44,6 +44,14 @@ class ImageSettings(BaseModel):
     quota_image_size_mib: int = 1 << 20
 
 
+class PlacementSettings(BaseModel):
+    """Placement settings."""
+
+    # Return a random sample of the matching allocation candidates rather than the first
+    # ones (spreads concurrent schedulers over more hosts; upstream's option of that name).
+    randomize_allocation_candidates: bool = False
+
+
 class PolicySettings(BaseModel):
     """Policy overrides in oslo.policy rule syntax, by rule name."""
 
@@ -77,6 +85,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     image: ImageSettings = Field(default_factory=ImageSettings)
+    placement: PlacementSettings = Field(default_factory=PlacementSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     # Where services find identity when they run apart from it.
