@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import BigInteger, cast, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from onestack.core.asgi.errors import BadRequest
@@ -46,6 +46,8 @@ from onestack.placement.queries import (
 from onestack.placement.query_params import CandidateRequest, RequestGroup
 
 SHARING_TRAIT = "MISC_SHARES_VIA_AGGREGATE"
+# A prime above every provider id (ids are 32-bit), for shuffling them in SQL.
+PRIME = 2147483647
 CHUNK = 5000
 
 
@@ -134,15 +136,24 @@ class CandidateFinder:
         sharing = await self._sharing_providers()
         direct = len(request.groups) == 1 and not request.same_subtrees
         if direct and not has_trees and not sharing:
-            chosen = await self._direct(request, resolved)
+            chosen, summaries = await self._direct(request, resolved)
         else:
             chosen = await self._general(request, resolved, sharing)
             if not request.nested_aware and has_trees:
                 chosen = [c for c in chosen if _one_provider_per_tree(c, self._roots)]
             chosen = self._limit(chosen, request.limit)
-        summaries = await self._summaries(chosen, nested=request.nested_aware and has_trees)
+            summaries = await self._summaries(chosen, nested=request.nested_aware and has_trees)
         uuids = {ident: summary.provider.uuid for ident, summary in summaries.items()}
         return Candidates(chosen, summaries, uuids)
+
+    async def _rows(self, query: Any) -> Any:
+        """Rows of a Core query. Through the session's connection rather than the ORM session:
+        the ORM's row processing costs several times the query itself on large results."""
+        connection = await self.session.connection()
+        return await connection.execute(query)
+
+    async def _column(self, query: Any) -> Any:
+        return (await self._rows(query)).scalars()
 
     # --- names to ids -------------------------------------------------------------------
 
@@ -185,7 +196,7 @@ class CandidateFinder:
         ids, _ = await self.traits.ids([SHARING_TRAIT])
         if SHARING_TRAIT not in ids:
             return set()
-        rows = await self.session.scalars(
+        rows = await self._column(
             select(ProviderTrait.resource_provider_id).where(
                 ProviderTrait.trait_id == ids[SHARING_TRAIT]
             )
@@ -194,27 +205,54 @@ class CandidateFinder:
 
     # --- the direct way -------------------------------------------------------------------
 
-    async def _direct(self, request: CandidateRequest, resolved: Resolved) -> list[Candidate]:
+    async def _direct(
+        self, request: CandidateRequest, resolved: Resolved
+    ) -> tuple[list[Candidate], dict[int, Summary]]:
+        """One query: the first (or a random) ``limit`` providers meeting every condition,
+        with their inventories and traits for the summaries."""
         [(suffix, wanted)] = resolved.filters.items()
         root_filter = ProviderFilter(
             required=[frozenset({ident}) for ident in sorted(resolved.root_required)],
             forbidden=resolved.root_forbidden,
         )
         conditions = single_provider_conditions(wanted) + single_provider_conditions(root_filter)
-        query = select(ResourceProvider.id).where(all_conditions(conditions))
-        query = query.order_by(func.random() if self.randomize else ResourceProvider.id)
+        # A random permutation of ids when randomizing: (id * seed) mod a prime > every id.
+        order = (
+            cast(ResourceProvider.id, BigInteger) * random.randrange(1, PRIME) % PRIME
+            if self.randomize
+            else ResourceProvider.id
+        )
+        query = select(ResourceProvider.id, ResourceProvider.uuid).where(all_conditions(conditions))
+        query = query.order_by(order)
         if request.limit is not None:
             query = query.limit(request.limit)
-        ids = list(await self.session.scalars(query))
-        self._roots.update({ident: ident for ident in ids})
-        return [
+        summaries: dict[int, Summary] = {
+            ident: Summary(ProviderInfo(ident, uuid, None, ident))
+            for ident, uuid in await self._rows(query)
+        }
+        for provider, cls, capacity, used, _ in await self._inventories(set(summaries)):
+            summaries[provider].resources[cls] = (capacity, used)
+        trait_lists: dict[int, list[int]] = {ident: [] for ident in summaries}
+        for part in chunks(list(summaries)):
+            for provider, trait in await self._rows(
+                select(ProviderTrait.resource_provider_id, ProviderTrait.trait_id).where(
+                    ProviderTrait.resource_provider_id.in_(part)
+                )
+            ):
+                trait_lists[provider].append(trait)
+        names = await self.traits.names_of({t for listed in trait_lists.values() for t in listed})
+        for ident, listed in trait_lists.items():
+            summaries[ident].traits = [names[t] for t in listed if t in names]
+        self._roots.update({ident: ident for ident in summaries})
+        candidates = [
             Candidate(
                 anchor=ident,
                 amounts={(ident, cls): amount for cls, amount in wanted.resources.items()},
                 mappings={suffix: frozenset({ident})},
             )
-            for ident in ids
+            for ident in summaries
         ]
+        return candidates, summaries
 
     # --- the general way ------------------------------------------------------------------
 
@@ -265,7 +303,7 @@ class CandidateFinder:
     ) -> dict[int, list[Candidate]]:
         """Each provider that alone satisfies the group, under its own tree's anchor and, for
         sharing providers, under every tree sharing an aggregate with it."""
-        rows = await self.session.execute(
+        rows = await self._rows(
             select(ResourceProvider.id, ResourceProvider.root_provider_id).where(
                 all_conditions(single_provider_conditions(wanted))
             )
@@ -301,7 +339,7 @@ class CandidateFinder:
         by_anchor: dict[int, dict[int, list[int]]] = defaultdict(dict)
         for class_id, amount in sorted(wanted.resources.items()):
             pairs: set[tuple[int, int]] = set()
-            for ident, root in await self.session.execute(
+            for ident, root in await self._rows(
                 providers_with_capacity(class_id, amount, wanted.tree_root)
             ):
                 self._roots[ident] = root or ident
@@ -351,7 +389,7 @@ class CandidateFinder:
             return {}
         mine = ProviderAggregate.__table__.alias("mine")
         theirs = ProviderAggregate.__table__.alias("theirs")
-        rows = await self.session.execute(
+        rows = await self._rows(
             select(mine.c.resource_provider_id, ResourceProvider.root_provider_id)
             .join(theirs, theirs.c.aggregate_uuid == mine.c.aggregate_uuid)
             .join(ResourceProvider, ResourceProvider.id == theirs.c.resource_provider_id)
@@ -366,7 +404,7 @@ class CandidateFinder:
         """Providers in at least one aggregate of every set."""
         result: set[int] | None = None
         for any_of in member_of:
-            rows = await self.session.scalars(
+            rows = await self._column(
                 select(ProviderAggregate.resource_provider_id).where(
                     ProviderAggregate.aggregate_uuid.in_(sorted(any_of))
                 )
@@ -381,7 +419,7 @@ class CandidateFinder:
         if not trait_ids or not providers:
             return held
         for part in chunks(sorted(providers)):
-            rows = await self.session.execute(
+            rows = await self._rows(
                 select(ProviderTrait.resource_provider_id, ProviderTrait.trait_id).where(
                     ProviderTrait.resource_provider_id.in_(part),
                     ProviderTrait.trait_id.in_(sorted(trait_ids)),
@@ -405,7 +443,7 @@ class CandidateFinder:
         """(provider, class, capacity, used, max_unit) of every inventory of ``providers``."""
         found = []
         for part in chunks(sorted(providers)):
-            rows = await self.session.execute(
+            rows = await self._rows(
                 select(
                     Inventory.resource_provider_id,
                     Inventory.resource_class_id,
@@ -430,7 +468,7 @@ class CandidateFinder:
     async def _parents(self, roots: set[int]) -> dict[int, int | None]:
         parents: dict[int, int | None] = {}
         for part in chunks(sorted(roots)):
-            rows = await self.session.execute(
+            rows = await self._rows(
                 select(ResourceProvider.id, ResourceProvider.parent_provider_id).where(
                     ResourceProvider.root_provider_id.in_(part)
                 )
@@ -459,7 +497,7 @@ class CandidateFinder:
         else:
             where_column, keys = ResourceProvider.id, sorted(used)
         for part in chunks(keys):
-            rows = await self.session.execute(
+            rows = await self._rows(
                 select(
                     ResourceProvider.id,
                     ResourceProvider.uuid,
@@ -473,7 +511,7 @@ class CandidateFinder:
         for provider, cls, capacity, used_amount, _ in await self._inventories(set(infos)):
             summaries[provider].resources[cls] = (capacity, used_amount)
         for part in chunks(sorted(infos)):
-            trait_rows = await self.session.execute(
+            trait_rows = await self._rows(
                 select(ProviderTrait.resource_provider_id, ProviderTrait.trait_id).where(
                     ProviderTrait.resource_provider_id.in_(part)
                 )

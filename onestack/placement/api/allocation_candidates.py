@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any
 
 from starlette.requests import Request
@@ -40,59 +39,66 @@ async def list_candidates(request: Request) -> Response:
         {cls for summary in found.summaries.values() for cls in summary.resources}
         | {cls for c in found.requests for _, cls in c.amounts}
     )
-    requested = wanted.requested_classes()
+    shape = Shape(request, wanted.requested_classes())
     body = {
         "allocation_requests": [
-            _allocation_request(request, c, found, class_names) for c in found.requests
+            shape.allocation_request(c, found.uuids, class_names) for c in found.requests
         ],
-        "provider_summaries": _summaries(request, found, class_names, requested),
+        "provider_summaries": shape.summaries(found, class_names),
     }
     return json_response(request, body)
 
 
-def _allocation_request(
-    request: Request, candidate: Candidate, found: Candidates, names: dict[int, str]
-) -> dict[str, Any]:
-    per_provider: dict[str, dict[str, int]] = defaultdict(dict)
-    for (provider, cls), amount in candidate.amounts.items():
-        per_provider[found.uuids[provider]][names[cls]] = amount
-    if not at_least(request, 12):
-        return {
-            "allocations": [
-                {"resource_provider": {"uuid": uuid}, "resources": resources}
-                for uuid, resources in per_provider.items()
-            ]
-        }
-    body: dict[str, Any] = {
-        "allocations": {uuid: {"resources": res} for uuid, res in per_provider.items()}
-    }
-    if at_least(request, 34):
-        body["mappings"] = {
-            suffix: sorted(found.uuids[p] for p in providers)
-            for suffix, providers in candidate.mappings.items()
-        }
-    return body
+class Shape:
+    """What the request's microversion puts in the response (decided once per request)."""
 
+    def __init__(self, request: Request, requested: set[str]):
+        self.keyed = at_least(request, 12)
+        self.mappings = at_least(request, 34)
+        self.traits = at_least(request, 17)
+        self.every_class = at_least(request, 27)
+        self.tree = at_least(request, 29)
+        self.requested = requested
 
-def _summaries(
-    request: Request, found: Candidates, names: dict[int, str], requested: set[str]
-) -> dict[str, Any]:
-    every_class = at_least(request, 27)
-    result: dict[str, Any] = {}
-    for summary in found.summaries.values():
-        resources = {
-            names[cls]: {"capacity": capacity, "used": used}
-            for cls, (capacity, used) in summary.resources.items()
-            if every_class or names[cls] in requested
+    def allocation_request(
+        self, candidate: Candidate, uuids: dict[int, str], names: dict[int, str]
+    ) -> dict[str, Any]:
+        per_provider: dict[str, dict[str, int]] = {}
+        for (provider, cls), amount in candidate.amounts.items():
+            per_provider.setdefault(uuids[provider], {})[names[cls]] = amount
+        if not self.keyed:
+            return {
+                "allocations": [
+                    {"resource_provider": {"uuid": uuid}, "resources": resources}
+                    for uuid, resources in per_provider.items()
+                ]
+            }
+        body: dict[str, Any] = {
+            "allocations": {uuid: {"resources": res} for uuid, res in per_provider.items()}
         }
-        entry: dict[str, Any] = {"resources": resources}
-        if at_least(request, 17):
-            entry["traits"] = sorted(summary.traits)
-        if at_least(request, 29):
-            info = summary.provider
-            entry["parent_provider_uuid"] = (
-                found.uuids.get(info.parent_id) if info.parent_id is not None else None
-            )
-            entry["root_provider_uuid"] = found.uuids.get(info.root_id, info.uuid)
-        result[summary.provider.uuid] = entry
-    return result
+        if self.mappings:
+            body["mappings"] = {
+                suffix: sorted(uuids[p] for p in providers)
+                for suffix, providers in candidate.mappings.items()
+            }
+        return body
+
+    def summaries(self, found: Candidates, names: dict[int, str]) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for summary in found.summaries.values():
+            resources = {
+                names[cls]: {"capacity": capacity, "used": used}
+                for cls, (capacity, used) in summary.resources.items()
+                if self.every_class or names[cls] in self.requested
+            }
+            entry: dict[str, Any] = {"resources": resources}
+            if self.traits:
+                entry["traits"] = sorted(summary.traits)
+            if self.tree:
+                info = summary.provider
+                entry["parent_provider_uuid"] = (
+                    found.uuids.get(info.parent_id) if info.parent_id is not None else None
+                )
+                entry["root_provider_uuid"] = found.uuids.get(info.root_id, info.uuid)
+            result[summary.provider.uuid] = entry
+        return result
