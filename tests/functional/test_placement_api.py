@@ -275,7 +275,10 @@ async def test_resource_classes(placement: Placement) -> None:
     assert listed[0]["links"] == [{"rel": "self", "href": "/placement/resource_classes/VCPU"}]
     created = await placement.call("POST", "/resource_classes", json={"name": "CUSTOM_FPGA"})
     assert created.status_code == 201
-    assert created.headers["location"] == "/placement/resource_classes/CUSTOM_FPGA"
+    assert (
+        created.headers["location"]
+        == "http://127.0.0.1:8000/placement/resource_classes/CUSTOM_FPGA"
+    )
     duplicate = await placement.error(
         "POST", "/resource_classes", 409, json={"name": "CUSTOM_FPGA"}
     )

@@ -26,6 +26,7 @@ from onestack.core.asgi.errors import (
 )
 from onestack.core.asgi.microversion import Version, request_version
 from onestack.core.asgi.request import describe_validation_error
+from onestack.core.asgi.routing import service_root
 from onestack.core.auth.context import RequestContext
 from onestack.core.auth.middleware import request_context
 from onestack.core.db import affected, utcnow
@@ -146,6 +147,11 @@ def mount_path(request: Request) -> str:
     """Where placement is mounted (``/placement`` in the all-in-one process), for links."""
     root: str = request.scope.get("root_path", "")
     return root
+
+
+def location(request: Request, path: str) -> dict[str, str]:
+    """A ``Location`` header: absolute, as clients (osc-placement) follow it as given."""
+    return {"location": f"{service_root(request)}{path}"}
 
 
 async def find_provider(session: AsyncSession, provider_uuid: str) -> ResourceProvider:

@@ -24,7 +24,7 @@ from onestack.placement.api.common import (
     enforce,
     find_provider,
     json_response,
-    mount_path,
+    location,
     no_content,
     require_version,
     service,
@@ -215,12 +215,11 @@ async def create_inventory(request: Request) -> Response:
         _write(row, body)
         session.add(row)
         await session.flush()
-    location = f"{mount_path(request)}/resource_providers/{provider.uuid}/inventories/{name}"
     return json_response(
         request,
         {**inventory_view(row), "resource_provider_generation": generation},
         201,
-        headers={"location": location},
+        headers=location(request, f"/resource_providers/{provider.uuid}/inventories/{name}"),
     )
 
 

@@ -20,7 +20,7 @@ from onestack.placement.api.common import (
     conflict,
     enforce,
     json_response,
-    mount_path,
+    location,
     no_content,
     require_version,
     service,
@@ -39,7 +39,7 @@ class NamedClass(Body):
 
 
 def _location(request: Request, name: str) -> dict[str, str]:
-    return {"location": f"{mount_path(request)}/resource_classes/{name}"}
+    return location(request, f"/resource_classes/{name}")
 
 
 async def _find(request: Request, name: str) -> ResourceClass:

@@ -29,7 +29,7 @@ from onestack.placement.api.common import (
     enforce,
     find_provider,
     json_response,
-    mount_path,
+    location,
     no_content,
     service,
 )
@@ -157,11 +157,11 @@ async def create_provider(request: Request) -> Response:
             if row.root_provider_id is None:
                 row.root_provider_id = row.id
                 await session.flush()
-            location = {"location": f"{mount_path(request)}/resource_providers/{provider_uuid}"}
+            headers = location(request, f"/resource_providers/{provider_uuid}")
             if not at_least(request, 20):
-                return no_content_created(location)
+                return no_content_created(headers)
             response = await show_one(request, session, row.id)
-            response.headers.update(location)
+            response.headers.update(headers)
             return response
     except IntegrityError:
         raise await duplicate(placement.db, provider_uuid, body.name) from None

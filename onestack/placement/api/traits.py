@@ -25,7 +25,7 @@ from onestack.placement.api.common import (
     enforce,
     find_provider,
     json_response,
-    mount_path,
+    location,
     no_content,
     require_version,
     service,
@@ -94,7 +94,7 @@ async def put_trait(request: Request) -> Response:
             "The trait is invalid. A valid trait must be no longer than 255 characters, start "
             'with the prefix "CUSTOM_" and use following characters: "A"-"Z", "0"-"9" and "_"'
         )
-    headers = {"location": f"{mount_path(request)}/traits/{name}"}
+    headers = location(request, f"/traits/{name}")
     placement = service(request)
     try:
         async with placement.db.session() as session:
