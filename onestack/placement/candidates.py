@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import BigInteger, cast, select
+from sqlalchemy import BigInteger, String, cast, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from onestack.core.asgi.errors import BadRequest
@@ -132,8 +132,7 @@ class CandidateFinder:
         resolved = await self._resolve(request)
         if resolved is None:
             return Candidates([], {}, {})
-        has_trees = await self._has_trees()
-        sharing = await self._sharing_providers()
+        has_trees, sharing = await self._landscape()
         direct = len(request.groups) == 1 and not request.same_subtrees
         if direct and not has_trees and not sharing:
             chosen, summaries = await self._direct(request, resolved)
@@ -184,24 +183,17 @@ class CandidateFinder:
             {root_ids[name] for name in request.root_forbidden},
         )
 
-    async def _has_trees(self) -> bool:
-        found = await self.session.scalar(
-            select(ResourceProvider.id)
-            .where(ResourceProvider.parent_provider_id.is_not(None))
-            .limit(1)
-        )
-        return found is not None
-
-    async def _sharing_providers(self) -> set[int]:
+    async def _landscape(self) -> tuple[bool, set[int]]:
+        """Whether any provider has a parent, and the sharing providers: one round trip."""
         ids, _ = await self.traits.ids([SHARING_TRAIT])
-        if SHARING_TRAIT not in ids:
-            return set()
-        rows = await self._column(
-            select(ProviderTrait.resource_provider_id).where(
-                ProviderTrait.trait_id == ids[SHARING_TRAIT]
-            )
+        nested = exists().where(ResourceProvider.parent_provider_id.is_not(None))
+        sharing = (
+            select(func.aggregate_strings(cast(ProviderTrait.resource_provider_id, String), ","))
+            .where(ProviderTrait.trait_id == ids.get(SHARING_TRAIT, -1))
+            .scalar_subquery()
         )
-        return set(rows)
+        has_trees, listed = (await self._rows(select(nested, sharing))).one()
+        return bool(has_trees), {int(ident) for ident in (listed or "").split(",") if ident}
 
     # --- the direct way -------------------------------------------------------------------
 

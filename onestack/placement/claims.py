@@ -18,7 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, insert, select, update
+from sqlalchemy import CursorResult, and_, case, delete, insert, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -67,14 +67,17 @@ async def replace_allocations(
                 await _write(session, plan, ordered)
         except IntegrityError:
             raise conflict(
-                "Inventory and/or allocations changed while attempting to allocate: another "
-                "request created one of these consumers at the same time. Please retry."
+                "consumer generation conflict - expected null but the consumer exists (or "
+                "another request created it at the same time). Please retry with its generation.",
+                code=CONCURRENT_UPDATE,
             ) from None
 
     await retry_on_deadlock(attempt)
 
 
 async def _write(session: AsyncSession, plan: _Plan, claims: list[ConsumerClaim]) -> None:
+    """One attempt; a new consumer's claim is five statements (providers, consumer, provider
+    generations, one conditional update of every inventory involved, allocation rows)."""
     provider_uuids = sorted({uuid for c in claims for uuid in c.allocations})
     if provider_uuids:
         rows = await session.execute(
@@ -86,16 +89,19 @@ async def _write(session: AsyncSession, plan: _Plan, claims: list[ConsumerClaim]
         for uuid in provider_uuids:
             if uuid not in plan.provider_ids:
                 raise BadRequest(f"Allocation for resource provider '{uuid}' that does not exist.")
-    consumer_ids = [await _consumer(session, claim) for claim in claims]
+    consumers = [await _consumer(session, claim) for claim in claims]
+    consumer_ids = [ident for ident, _ in consumers]
+    existing = [ident for ident, created in consumers if not created]
 
-    old = await session.execute(
-        select(
-            Allocation.resource_provider_id, Allocation.resource_class_id, Allocation.used
-        ).where(Allocation.consumer_id.in_(consumer_ids))
-    )
     delta: dict[tuple[int, int], int] = defaultdict(int)
-    for provider, cls, used in old:
-        delta[(provider, cls)] -= used
+    if existing:
+        old = await session.execute(
+            select(
+                Allocation.resource_provider_id, Allocation.resource_class_id, Allocation.used
+            ).where(Allocation.consumer_id.in_(existing))
+        )
+        for provider, cls, used in old:
+            delta[(provider, cls)] -= used
     amounts: dict[tuple[int, int], list[int]] = defaultdict(list)
     new_rows = []
     now = utcnow()
@@ -116,24 +122,6 @@ async def _write(session: AsyncSession, plan: _Plan, claims: list[ConsumerClaim]
                         "updated_at": now,
                     }
                 )
-    inventories = await _inventories(session, set(amounts))
-    uuid_of = {ident: uuid for uuid, ident in plan.provider_ids.items()}
-    name_of = {ident: name for name, ident in plan.class_ids.items()}
-    for key, values in amounts.items():
-        inventory = inventories.get(key)
-        if inventory is None:
-            raise conflict(
-                f"Unable to allocate inventory: Inventory for '{name_of[key[1]]}' on resource "
-                f"provider '{uuid_of[key[0]]}' invalid.",
-                code="placement.undefined_code",
-            )
-        if any(not _fits_units(inventory, amount) for amount in values):
-            raise conflict(
-                f"Unable to allocate inventory: Unable to create allocation for "
-                f"'{name_of[key[1]]}' on resource provider '{uuid_of[key[0]]}'. The requested "
-                "amount would violate inventory constraints.",
-                code="placement.undefined_code",
-            )
 
     touched = sorted({provider for provider, _ in delta})
     if touched:
@@ -143,44 +131,16 @@ async def _write(session: AsyncSession, plan: _Plan, claims: list[ConsumerClaim]
             .values(generation=ResourceProvider.generation + 1)
             .execution_options(synchronize_session=False)
         )
-    for key in sorted(delta):
-        change = delta[key]
-        if change == 0 and key not in amounts:
-            continue
-        statement = update(Inventory).where(
-            Inventory.resource_provider_id == key[0], Inventory.resource_class_id == key[1]
-        )
-        if key in amounts:
-            seen = inventories[key]
-            statement = statement.where(
-                Inventory.min_unit <= min(amounts[key]),
-                Inventory.max_unit >= max(amounts[key]),
-                Inventory.step_size == seen.step_size,
-            )
-        if change > 0:
-            statement = statement.where(
-                Inventory.used + change
-                <= (Inventory.total - Inventory.reserved) * Inventory.allocation_ratio
-            )
-        done = await session.execute(
-            statement.values(used=Inventory.used + change).execution_options(
-                synchronize_session=False
-            )
-        )
-        if affected(done) != 1:
-            raise conflict(
-                f"Unable to allocate inventory: Unable to create allocation for "
-                f"'{name_of.get(key[1], key[1])}' on resource provider "
-                f"'{uuid_of.get(key[0], key[0])}'. The requested amount would exceed the "
-                "capacity.",
-                code="placement.undefined_code",
-            )
+    changes = {key: change for key, change in delta.items() if change or key in amounts}
+    if changes and await _claim_inventories(session, changes, amounts) != len(changes):
+        raise await _explain_refusal(session, plan, changes, amounts)
 
-    await session.execute(
-        delete(Allocation)
-        .where(Allocation.consumer_id.in_(consumer_ids))
-        .execution_options(synchronize_session=False)
-    )
+    if existing:
+        await session.execute(
+            delete(Allocation)
+            .where(Allocation.consumer_id.in_(existing))
+            .execution_options(synchronize_session=False)
+        )
     if new_rows:
         await session.execute(insert(Allocation), new_rows)
     emptied = [ident for ident, c in zip(consumer_ids, claims, strict=True) if not c.allocations]
@@ -192,14 +152,96 @@ async def _write(session: AsyncSession, plan: _Plan, claims: list[ConsumerClaim]
         )
 
 
-async def _consumer(session: AsyncSession, claim: ConsumerClaim) -> int:
-    """The consumer's row id, created if new, its generation checked and bumped."""
-    row = (
-        await session.execute(
-            select(Consumer.id, Consumer.generation).where(Consumer.uuid == claim.consumer_uuid)
+async def _claim_inventories(
+    session: AsyncSession,
+    changes: dict[tuple[int, int], int],
+    amounts: dict[tuple[int, int], list[int]],
+) -> int:
+    """Apply every change of ``used`` in one conditional ``UPDATE``: a row only changes if each
+    new allocation against it fits its units and, when it grows, its capacity. Returns how
+    many rows changed (all of them, or the transaction must be rolled back)."""
+    capacity = (Inventory.total - Inventory.reserved) * Inventory.allocation_ratio
+    rows = []
+    for (provider, cls), change in sorted(changes.items()):
+        condition = [Inventory.resource_provider_id == provider, Inventory.resource_class_id == cls]
+        values = amounts.get((provider, cls), [])
+        if values:
+            condition += [Inventory.min_unit <= min(values), Inventory.max_unit >= max(values)]
+            condition += [literal(value) % Inventory.step_size == 0 for value in set(values)]
+        if change > 0:
+            condition.append(Inventory.used + change <= capacity)
+        rows.append((and_(*condition), change))
+    done = await session.execute(
+        update(Inventory)
+        .where(or_(*(condition for condition, _ in rows)))
+        .values(used=Inventory.used + case(*rows, else_=0))
+        .execution_options(synchronize_session=False)
+    )
+    return affected(done)
+
+
+async def _explain_refusal(
+    session: AsyncSession,
+    plan: _Plan,
+    changes: dict[tuple[int, int], int],
+    amounts: dict[tuple[int, int], list[int]],
+) -> Exception:
+    """The 409 for a claim the conditional update refused: which inventory, and why."""
+    uuid_of = {ident: uuid for uuid, ident in plan.provider_ids.items()}
+    name_of = {ident: name for name, ident in plan.class_ids.items()}
+
+    def where(key: tuple[int, int]) -> str:
+        return f"'{name_of.get(key[1])}' on resource provider '{uuid_of.get(key[0])}'"
+
+    found = {
+        (row.resource_provider_id, row.resource_class_id): row
+        for row in await session.scalars(
+            select(Inventory).where(
+                Inventory.resource_provider_id.in_(sorted({p for p, _ in changes}))
+            )
         )
-    ).first()
+    }
+    for key in sorted(changes):
+        row = found.get(key)
+        if row is None:
+            return conflict(
+                f"Unable to allocate inventory: Inventory for {where(key)} invalid.",
+                code="placement.undefined_code",
+            )
+        if not all(_fits_units(row, amount) for amount in amounts.get(key, [])):
+            return conflict(
+                f"Unable to allocate inventory: Unable to create allocation for {where(key)}. The "
+                "requested amount would violate inventory constraints.",
+                code="placement.undefined_code",
+            )
+    refused = next(
+        (
+            key
+            for key in sorted(changes)
+            if changes[key] > 0
+            and found[key].used + changes[key]
+            > (found[key].total - found[key].reserved) * found[key].allocation_ratio
+        ),
+        min(changes),
+    )
+    return conflict(
+        f"Unable to allocate inventory: Unable to create allocation for {where(refused)}. The "
+        "requested amount would exceed the capacity.",
+        code="placement.undefined_code",
+    )
+
+
+async def _consumer(session: AsyncSession, claim: ConsumerClaim) -> tuple[int, bool]:
+    """The consumer's row id (and whether it is new): created if new (a concurrent creation
+    loses on the unique uuid), else its generation checked and bumped."""
     checked = claim.generation is not UNCHECKED
+    row = None
+    if not (checked and claim.generation is None):
+        row = (
+            await session.execute(
+                select(Consumer.id, Consumer.generation).where(Consumer.uuid == claim.consumer_uuid)
+            )
+        ).first()
     if row is None:
         if checked and claim.generation is not None:
             raise conflict(
@@ -207,6 +249,8 @@ async def _consumer(session: AsyncSession, claim: ConsumerClaim) -> int:
                 code=CONCURRENT_UPDATE,
             )
         now = utcnow()
+        # A concurrent creation of the same consumer fails this insert on the unique uuid;
+        # replace_allocations answers that IntegrityError with a 409.
         result = await session.execute(
             insert(Consumer).values(
                 uuid=claim.consumer_uuid,
@@ -220,7 +264,7 @@ async def _consumer(session: AsyncSession, claim: ConsumerClaim) -> int:
         )
         key = cast(CursorResult[Any], result).inserted_primary_key
         assert key is not None
-        return int(key[0])
+        return int(key[0]), True
     ident, generation = row
     if checked and claim.generation != generation:
         raise conflict(
@@ -246,23 +290,7 @@ async def _consumer(session: AsyncSession, claim: ConsumerClaim) -> int:
             "attempting to allocate. Please retry.",
             code=CONCURRENT_UPDATE,
         )
-    return int(ident)
-
-
-async def _inventories(
-    session: AsyncSession, keys: set[tuple[int, int]]
-) -> dict[tuple[int, int], Inventory]:
-    providers = sorted({provider for provider, _ in keys})
-    if not providers:
-        return {}
-    rows = await session.scalars(
-        select(Inventory).where(Inventory.resource_provider_id.in_(providers))
-    )
-    return {
-        (row.resource_provider_id, row.resource_class_id): row
-        for row in rows
-        if (row.resource_provider_id, row.resource_class_id) in keys
-    }
+    return int(ident), False
 
 
 def _fits_units(inventory: Inventory, amount: int) -> bool:

@@ -296,3 +296,13 @@ async def test_claim_race_on_server_databases(tmp_path: Path, backend: str) -> N
         assert await race_for_the_last_unit(placement, 2) == [204, 409]
         assert await race_for_the_last_unit(placement, 8) == [204] + [409] * 7
         await assert_usage_matches_allocations(placement)
+        # Candidates (their SQL differs per backend): the full providers are not offered.
+        spare = await placement.provider(None, {"VCPU": 2}, traits=["HW_CPU_X86_SSE"])
+        found = await placement.ok(
+            "GET", "/allocation_candidates?resources=VCPU:1&required=HW_CPU_X86_SSE&limit=5"
+        )
+        assert [list(r["allocations"]) for r in found["allocation_requests"]] == [[spare]]
+        parent = await placement.provider(None, {"VCPU": 2})
+        await placement.provider(None, {"DISK_GB": 10}, parent=parent)
+        nested = await placement.ok("GET", "/allocation_candidates?resources=VCPU:1,DISK_GB:1")
+        assert [r["mappings"][""] for r in nested["allocation_requests"]] != []
