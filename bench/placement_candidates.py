@@ -10,6 +10,7 @@ provider count, on a fresh server and database:
    on every tenth) and ``PUT …/aggregates`` (one of 10), ``--populate-concurrency`` at a time;
 2. **candidates**: ``GET /allocation_candidates`` at microversion 1.36, one request at a time
    (``--queries`` each), latency p50/p99/max and response size for
+   * ``limit100``: ``resources=VCPU:1,MEMORY_MB:2048,DISK_GB:20&limit=100``,
    * ``limited``: ``resources=VCPU:1,MEMORY_MB:2048,DISK_GB:20&limit=1000`` (Nova's default
      ``max_placement_results``),
    * ``filtered``: the same with ``required=HW_CPU_X86_AVX2,!CUSTOM_GOLD`` and
@@ -45,6 +46,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -60,6 +62,7 @@ VERSION = "placement 1.36"
 AGGREGATES = [str(uuid.UUID(int=index + 1)) for index in range(10)]
 LIMITED = "resources=VCPU:1,MEMORY_MB:2048,DISK_GB:20&limit=1000"
 QUERIES = {
+    "limit100": "resources=VCPU:1,MEMORY_MB:2048,DISK_GB:20&limit=100",
     "limited": LIMITED,
     "filtered": f"{LIMITED}&required=HW_CPU_X86_AVX2,!CUSTOM_GOLD"
     f"&member_of=in:{AGGREGATES[0]},{AGGREGATES[1]}",
@@ -118,7 +121,7 @@ class Target:
 
     async def start(self) -> None: ...
 
-    async def stop(self) -> None: ...
+    async def stop(self, keep: bool = False) -> None: ...
 
 
 class Onestack(Target):
@@ -158,7 +161,7 @@ class Onestack(Target):
                 await asyncio.sleep(0.1)
         raise RuntimeError("onestack did not start")
 
-    async def stop(self) -> None:
+    async def stop(self, keep: bool = False) -> None:
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGINT)
             try:
@@ -166,7 +169,10 @@ class Onestack(Target):
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
-        shutil.rmtree(self.data_dir, ignore_errors=True)
+        if keep:
+            print(f"onestack data and log kept in {self.data_dir}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 class Upstream(Target):
@@ -182,7 +188,7 @@ class Upstream(Target):
         self.pid = self.server.process.pid
         self.headers = {"X-Auth-Token": "admin"}
 
-    async def stop(self) -> None:
+    async def stop(self, keep: bool = False) -> None:
         if self.server:
             upstream_placement.stop(self.server)
 
@@ -211,13 +217,25 @@ async def populate(client: httpx.AsyncClient, count: int, concurrency: int, resu
                                                "aggregates": [AGGREGATES[index % 10]]}),
             ]  # fmt: skip
             for method, path, body in calls:
-                answer = await client.request(method, path, json=body)
+                answer = await send(client, result, method, path, json=body)
                 result.populate_requests += 1
-                expect(answer, (200,), f"{method} {path}", result)
+                if answer is None or not expect(answer, (200,), f"{method} {path}", result):
+                    break
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     result.populate_seconds = time.perf_counter() - started
+
+
+async def send(
+    client: httpx.AsyncClient, result: Result, method: str, path: str, **kwargs: Any
+) -> httpx.Response | None:
+    """One request; a transport error is recorded, not raised."""
+    try:
+        return await client.request(method, path, **kwargs)
+    except httpx.HTTPError as exc:
+        result.errors.append(f"{method} {path}: {type(exc).__name__} {exc}")
+        return None
 
 
 def expect(answer: httpx.Response, statuses: tuple[int, ...], what: str, result: Result) -> bool:
@@ -236,9 +254,9 @@ async def measure_queries(client: httpx.AsyncClient, rounds: int, result: Result
         repeat = max(5, rounds // 10) if name == "unlimited" else rounds
         for _ in range(repeat):
             started = time.perf_counter()
-            answer = await client.get(f"/allocation_candidates?{query}")
+            answer = await send(client, result, "GET", f"/allocation_candidates?{query}")
             times.append((time.perf_counter() - started) * 1000)
-            if expect(answer, (200,), f"GET candidates {name}", result):
+            if answer is not None and expect(answer, (200,), f"GET candidates {name}", result):
                 size = len(answer.content)
                 hits = len(answer.json()["allocation_requests"])
         result.queries[name] = {
@@ -259,8 +277,8 @@ async def boot_storm(
 
     async def boot() -> None:
         decision_started = time.perf_counter()
-        answer = await client.get(f"/allocation_candidates?{LIMITED}")
-        if not expect(answer, (200,), "GET candidates (boot)", result):
+        answer = await send(client, result, "GET", f"/allocation_candidates?{LIMITED}")
+        if answer is None or not expect(answer, (200,), "GET candidates (boot)", result):
             return
         options = answer.json()["allocation_requests"][:10]
         rng.shuffle(options)
@@ -269,8 +287,10 @@ async def boot_storm(
             body = {**option, "project_id": project, "user_id": "bench",
                     "consumer_generation": None}  # fmt: skip
             claim_started = time.perf_counter()
-            claimed = await client.put(f"/allocations/{consumer}", json=body)
+            claimed = await send(client, result, "PUT", f"/allocations/{consumer}", json=body)
             result.claim_ms.append((time.perf_counter() - claim_started) * 1000)
+            if claimed is None:
+                return
             if claimed.status_code == 204:
                 result.boots += 1
                 result.decision_ms.append((time.perf_counter() - decision_started) * 1000)
@@ -289,8 +309,8 @@ async def boot_storm(
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     result.boot_seconds = time.perf_counter() - started
-    usages = await client.get(f"/usages?project_id={project}")
-    if expect(usages, (200,), "GET /usages", result):
+    usages = await send(client, result, "GET", f"/usages?project_id={project}")
+    if usages is not None and expect(usages, (200,), "GET /usages", result):
         used = usages.json()["usages"].get("VCPU", 0)
         if used != result.boots:
             result.errors.append(f"usage check: {used} VCPU used for {result.boots} boots")
@@ -313,16 +333,17 @@ async def run_one(target: Target, providers: int, args: argparse.Namespace) -> R
             await boot_storm(client, args.claims, args.concurrency, result)
         result.rss_mib = rss_mib(target.pid)
     finally:
-        await target.stop()
+        await target.stop(keep=bool(result.errors))
     return result
 
 
 def report(results: list[Result], meta: dict[str, str]) -> str:
     lines = [
-        "| target | providers | populate (s, req/s) | limited p50/p99 ms | filtered p50/p99 ms "
+        "| target | providers | populate (s, req/s) | limit=100 p50/p99 ms "
+        "| limit=1000 p50/p99 ms | filtered p50/p99 ms "
         "| unlimited p50/p99 ms (KiB) | boots/s (wall s) | decision p50/p99 ms "
         "| claim p50/p99 ms | 409s | RSS MiB | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
 
     def pair(q: dict[str, dict[str, float]], name: str) -> str:
@@ -338,7 +359,7 @@ def report(results: list[Result], meta: dict[str, str]) -> str:
         lines.append(
             f"| {r.target} | {r.providers:,} | {r.populate_seconds:.1f}, "
             f"{r.populate_requests / r.populate_seconds if r.populate_seconds else 0:.0f} "
-            f"| {pair(q, 'limited')} | {pair(q, 'filtered')} | {unlimited} "
+            f"| {pair(q, 'limit100')} | {pair(q, 'limited')} | {pair(q, 'filtered')} | {unlimited} "
             f"| {rate:.1f} ({r.boot_seconds:.1f}) "
             f"| {percentile(r.decision_ms, 50):.1f} / {percentile(r.decision_ms, 99):.1f} "
             f"| {percentile(r.claim_ms, 50):.1f} / {percentile(r.claim_ms, 99):.1f} "
@@ -374,6 +395,8 @@ async def main_async(args: argparse.Namespace) -> list[Result]:
             targets.append(Upstream(args.workers))
         for target in targets:
             results.append(await run_one(target, providers, args))
+            RESULTS_DIR.mkdir(exist_ok=True)
+            (RESULTS_DIR / "placement_candidates.partial.md").write_text(report(results, {}))
     return results
 
 
