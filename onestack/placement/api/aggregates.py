@@ -23,6 +23,7 @@ from onestack.placement.api.common import (
     enforce,
     find_provider,
     json_response,
+    path_provider,
     require_version,
     service,
 )
@@ -69,8 +70,7 @@ async def list_aggregates(request: Request) -> Response:
 async def put_aggregates(request: Request) -> Response:
     require_version(request, 1)
     enforce(request, "resource_providers:aggregates:update")
-    async with service(request).db.session() as session:
-        provider = await find_provider(session, request.path_params["uuid"])
+    provider = await path_provider(request)
     expected: int | None = None
     if at_least(request, 19):
         body = await body_as(request, ProviderAggregates)

@@ -196,6 +196,12 @@ async def bump_generation(
     return int(generation or 0)
 
 
+async def path_provider(request: Request) -> ResourceProvider:
+    """The provider named by the path's ``{uuid}``; 404 when there is none."""
+    async with service(request).db.session() as session:
+        return await find_provider(session, request.path_params["uuid"])
+
+
 def check_query(request: Request, allowed: set[str]) -> None:
     """400 for query parameters the handler (at this microversion) does not know."""
     unknown = sorted(set(request.query_params.keys()) - allowed)

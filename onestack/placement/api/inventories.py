@@ -26,6 +26,7 @@ from onestack.placement.api.common import (
     json_response,
     location,
     no_content,
+    path_provider,
     require_version,
     service,
 )
@@ -162,8 +163,7 @@ async def list_inventories(request: Request) -> Response:
 async def replace_inventories(request: Request) -> Response:
     enforce(request, "resource_providers:inventories:update")
     placement = service(request)
-    async with placement.db.session() as session:
-        provider = await find_provider(session, request.path_params["uuid"])
+    provider = await path_provider(request)
     body = await body_as(request, AllInventories)
     if body.resource_provider_generation != provider.generation:
         raise conflict("resource provider generation conflict", code=CONCURRENT_UPDATE)
@@ -193,8 +193,7 @@ async def replace_inventories(request: Request) -> Response:
 async def create_inventory(request: Request) -> Response:
     enforce(request, "resource_providers:inventories:create")
     placement = service(request)
-    async with placement.db.session() as session:
-        provider = await find_provider(session, request.path_params["uuid"])
+    provider = await path_provider(request)
     body = await body_as(request, NewInventory)
     name = body.resource_class
     found, missing = await placement.resource_classes.ids([name])
@@ -240,8 +239,7 @@ async def delete_inventories(request: Request) -> Response:
 async def _one(request: Request) -> tuple[ResourceProvider, str, int | None]:
     """The provider, the class name of the path, and its id (None if no such class)."""
     placement = service(request)
-    async with placement.db.session() as session:
-        provider = await find_provider(session, request.path_params["uuid"])
+    provider = await path_provider(request)
     name = request.path_params["resource_class"]
     found, _ = await placement.resource_classes.ids([name])
     return provider, name, found.get(name)

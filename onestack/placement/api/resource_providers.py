@@ -31,6 +31,7 @@ from onestack.placement.api.common import (
     json_response,
     location,
     no_content,
+    path_provider,
     service,
 )
 from onestack.placement.models import Allocation, ResourceProvider
@@ -197,8 +198,7 @@ async def show_provider(request: Request) -> Response:
 async def update_provider(request: Request) -> Response:
     enforce(request, "resource_providers:update")
     placement = service(request)
-    async with placement.db.session() as session:
-        row = await find_provider(session, request.path_params["uuid"])
+    row = await path_provider(request)
     body = await body_as(request, ChangedProvider)
     reparent = "parent_provider_uuid" in body.model_fields_set
     if reparent and not at_least(request, 14):

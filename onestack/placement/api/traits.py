@@ -23,10 +23,10 @@ from onestack.placement.api.common import (
     check_query,
     conflict,
     enforce,
-    find_provider,
     json_response,
     location,
     no_content,
+    path_provider,
     require_version,
     service,
 )
@@ -149,8 +149,7 @@ async def _provider_traits(request: Request, provider_id: int) -> list[str]:
 async def list_provider_traits(request: Request) -> Response:
     require_version(request, 6)
     enforce(request, "resource_providers:traits:list")
-    async with service(request).db.session() as session:
-        provider = await find_provider(session, request.path_params["uuid"])
+    provider = await path_provider(request)
     traits = await _provider_traits(request, provider.id)
     return json_response(
         request,
@@ -181,8 +180,7 @@ async def put_provider_traits(request: Request) -> Response:
     require_version(request, 6)
     enforce(request, "resource_providers:traits:update")
     placement = service(request)
-    async with placement.db.session() as session:
-        provider = await find_provider(session, request.path_params["uuid"])
+    provider = await path_provider(request)
     body = await body_as(request, ProviderTraits)
     if body.resource_provider_generation != provider.generation:
         raise conflict(GENERATION_CHANGED, code=CONCURRENT_UPDATE)
@@ -201,7 +199,6 @@ async def put_provider_traits(request: Request) -> Response:
 async def delete_provider_traits(request: Request) -> Response:
     require_version(request, 6)
     enforce(request, "resource_providers:traits:delete")
-    async with service(request).db.session() as session:
-        provider = await find_provider(session, request.path_params["uuid"])
+    provider = await path_provider(request)
     await _set_traits(request, provider, [], provider.generation)
     return no_content()
