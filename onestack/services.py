@@ -53,6 +53,15 @@ REGISTRY: dict[str, ServiceInfo] = {
         8080,
         "onestack.object.unit:ObjectUnit",
     ),
+    "placement": ServiceInfo(
+        "placement",
+        "placement",
+        "placement",
+        "/placement",
+        "",
+        8778,
+        "onestack.placement.unit:PlacementUnit",
+    ),
 }
 
 

@@ -14,6 +14,7 @@ from onestack.cli.clientfiles import CLOUD_NAME, write_client_files
 from onestack.cloud import Cloud
 from onestack.core import logs
 from onestack.core.config import Settings
+from onestack.core.memory import freeze_startup_objects
 
 
 def _server(app: object, settings: Settings) -> uvicorn.Server:
@@ -67,6 +68,7 @@ def run_up(args: argparse.Namespace, settings: Settings, started: float) -> int:
             except BaseException:
                 await cloud.stop()
                 raise
+        freeze_startup_objects()
         base = settings.base_url()
         clouds_path, openrc_path = write_client_files(
             settings.data_dir,
@@ -105,6 +107,7 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     async def main() -> int:
         cloud = Cloud(settings, mounted=False)
         await cloud.start(admin_password=args.admin_password, bootstrap=bool(args.admin_password))
+        freeze_startup_objects()
 
         def ready() -> None:
             console.print(f"{args.service} serving at {settings.base_url()}")

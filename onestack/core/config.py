@@ -77,6 +77,14 @@ class ObjectSettings(BaseModel):
     s3_domains: list[str] = Field(default_factory=lambda: ["s3.localhost", "localhost"])
 
 
+class PlacementSettings(BaseModel):
+    """Placement settings."""
+
+    # Return a random sample of the matching allocation candidates rather than the first
+    # ones (spreads concurrent schedulers over more hosts; upstream's option of that name).
+    randomize_allocation_candidates: bool = False
+
+
 class PolicySettings(BaseModel):
     """Policy overrides in oslo.policy rule syntax, by rule name."""
 
@@ -111,6 +119,7 @@ class Settings(BaseSettings):
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     image: ImageSettings = Field(default_factory=ImageSettings)
     object: ObjectSettings = Field(default_factory=ObjectSettings)
+    placement: PlacementSettings = Field(default_factory=PlacementSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     # Where services find identity when they run apart from it.

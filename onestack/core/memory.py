@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 
 log = logging.getLogger(__name__)
@@ -28,3 +29,15 @@ def return_large_blocks_to_the_os() -> None:
             log.debug("mallopt refused the mmap threshold")
     except (OSError, AttributeError):
         log.debug("not glibc: leaving malloc as it is")
+
+
+def freeze_startup_objects() -> None:
+    """Exempt everything alive once the cloud has started from the cyclic garbage collector.
+
+    Imports and start-up leave some hundred megabytes of long-lived objects; every full
+    collection walked them all, a pause of ~100 ms that landed on whichever request
+    happened to allocate then (the p99 of allocation candidates). Frozen objects are
+    never scanned again; objects made afterwards are collected as usual.
+    """
+    gc.collect()
+    gc.freeze()

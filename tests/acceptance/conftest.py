@@ -240,8 +240,20 @@ def scale_out(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
         },
     )  # fmt: skip
     image.wait_listening(image_port)
-    yield Deployment("scale-out", first_url, [first, second, image], other_auth_url=second_url)
-    for process in (image, second, first):
+    placement_port = free_port()
+    placement = Process(
+        ["serve", "placement", "--port", str(placement_port), "--data-dir",
+         str(root / "placement"), "--db", database_url("postgresql", root), "--bus", bus],
+        root / "placement.out",
+        env={
+            "ONESTACK_IDENTITY_URL": first_url,
+            "ONESTACK_SERVICE_PASSWORD": (root / "a" / "service-password").read_text().strip(),
+        },
+    )  # fmt: skip
+    placement.wait_listening(placement_port)
+    processes = [first, second, image, placement]
+    yield Deployment("scale-out", first_url, processes, other_auth_url=second_url)
+    for process in (placement, image, second, first):
         assert process.stop() == 0, process.log.read_text()[-2000:]
 
 

@@ -74,6 +74,7 @@ class RequestMiddleware:
         except APIError as exc:
             # Raised by middleware (token checks), outside the routes' exception handlers.
             if not response_started:
+                exc.extra.setdefault("request_id", request_id)
                 response = error_response(self.formatter, exc)
                 await response(scope, receive, send_with_id)
         except Exception:

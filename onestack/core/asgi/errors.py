@@ -110,15 +110,21 @@ def nova_error(err: APIError) -> dict[str, Any]:
 
 
 def placement_error(err: APIError) -> dict[str, Any]:
-    """Placement: ``{"errors": [{"status", "title", "detail", "request_id", "code"}]}``."""
+    """Placement: ``{"errors": [{"status", "title", "detail", "request_id", "code"}]}``.
+
+    ``code`` defaults to ``placement.undefined_code``; a 406 from version negotiation also
+    names ``min_version`` and ``max_version`` (osc-placement negotiates with them).
+    """
     entry: dict[str, Any] = {
         "status": err.status,
         "title": err.title,
         "detail": err.message,
         "request_id": err.extra.get("request_id"),
+        "code": err.extra.get("code", "placement.undefined_code"),
     }
-    if "code" in err.extra:
-        entry["code"] = err.extra["code"]
+    for bound in ("min_version", "max_version"):
+        if bound in err.extra:
+            entry[bound] = err.extra[bound]
     return {"errors": [entry]}
 
 

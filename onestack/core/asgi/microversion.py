@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from functools import total_ordering
 
 from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from onestack.core.asgi.errors import BadRequest, NotAcceptable
 
@@ -63,7 +64,9 @@ class MicroversionPolicy:
         if not self.minimum <= version <= self.maximum:
             raise NotAcceptable(
                 f"Version {version} is not supported by the API. Minimum is {self.minimum} "
-                f"and maximum is {self.maximum}."
+                f"and maximum is {self.maximum}.",
+                min_version=str(self.minimum),
+                max_version=str(self.maximum),
             )
         return version
 
@@ -77,3 +80,42 @@ class MicroversionPolicy:
             headers[self.legacy_header] = str(version)
             headers["Vary"] += f", {self.legacy_header}"
         return headers
+
+
+def request_version(request: Request) -> Version:
+    """The version :class:`MicroversionMiddleware` negotiated for ``request``."""
+    version: Version = request.scope["state"]["microversion"]
+    return version
+
+
+class MicroversionMiddleware:
+    """Negotiates the microversion of every request once, before the routes see it.
+
+    The version lands in ``scope["state"]["microversion"]`` (read it with
+    :func:`request_version`), and every response, errors included, says which
+    version answered. An unsupported version is a 406, garbage a 400.
+    """
+
+    def __init__(self, app: ASGIApp, policy: MicroversionPolicy):
+        self.app = app
+        self.policy = policy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        version = self.policy.negotiate(Request(scope))
+        scope.setdefault("state", {})["microversion"] = version
+        extra = [
+            (name.lower().encode(), value.encode())
+            for name, value in self.policy.response_headers(version).items()
+        ]
+
+        async def send_with_version(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                names = {name for name, _ in extra}
+                kept = [h for h in message.get("headers", []) if h[0].lower() not in names]
+                message = {**message, "headers": kept + extra}
+            await send(message)
+
+        await self.app(scope, receive, send_with_version)
