@@ -53,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--key-repository", help="shared Fernet key directory (identity)")
     serve.add_argument("--credential-key-repository", help="shared credential key directory")
 
+    agent = sub.add_parser("agent", help="run one agent (volume, backup) against a service's bus")
+    agent.add_argument("kind", choices=["volume", "backup"], help="which agent")
+    _common(agent)
+    agent.add_argument("--host", help="this host's name (default: the machine's hostname)")
+    agent.add_argument("--backend", help="volume backend name, from [[volume.backends]]")
+
     db = sub.add_parser("db", help="database operations")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     sync = db_sub.add_parser("sync", help="create or upgrade service databases")
@@ -93,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
             port = args.port or REGISTRY[args.service].own_port
             settings = _settings(args, port=port, host=args.host, services=[args.service])
             return run_serve(args, settings)
+        if args.command == "agent":
+            from onestack.cli.agents import run_agent
+
+            return run_agent(args, _settings(args))
         if args.command == "db":
             return asyncio.run(_db_sync(args))
         if args.command == "identity":
