@@ -165,7 +165,7 @@ class VolumeAgent:
         try:
             await self.driver.extend_volume(ref, new_size)
         except Exception as exc:
-            await self._failed("volume_extend_failed", exc, volume_id=ref.id)
+            await self._failed("volume_extend_failed", exc, volume_id=ref.id, new_size=new_size)
             return
         await self.reports.report("volume_extended", volume_id=ref.id, new_size=new_size)
 

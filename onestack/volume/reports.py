@@ -13,10 +13,10 @@ import logging
 from typing import Any
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from onestack.core.asgi.errors import APIError
-from onestack.core.db import utcnow
+from onestack.core.db import affected, utcnow
 from onestack.volume.models import Attachment, Backend, Backup, Snapshot, Volume, VolumeType
 from onestack.volume.service import VolumeService
 from onestack.volume.usage import (
@@ -131,19 +131,24 @@ class VolumeReports:
                 return
             type_name = await self._type_name(session, volume.volume_type_id)
             project, size, counted = volume.project_id, volume.size, volume.use_quota
-            # Snapshot reports of a cascade may still be on their way: settle them here.
+            # Snapshot reports of a cascade may still be on their way: settle them here
+            # (whichever handler deletes a snapshot row releases its quota).
             leftovers = list(
                 (await session.execute(select(Snapshot).where(Snapshot.volume_id == volume_id)))
                 .scalars()
                 .all()
             )
+            released = []
             for snapshot in leftovers:
-                await session.delete(snapshot)
-            await session.flush()
-            await session.delete(volume)
+                gone = await session.execute(delete(Snapshot).where(Snapshot.id == snapshot.id))
+                if affected(gone):
+                    released.append(snapshot)
+            removed = await session.execute(delete(Volume).where(Volume.id == volume_id))
+            if not affected(removed):
+                return
         if counted:
             await self.service.quotas.release(project, volume_usage(type_name, size))
-        for snapshot in leftovers:
+        for snapshot in released:
             if snapshot.use_quota:
                 await self.service.quotas.release(project, snapshot_usage(type_name, snapshot.size))
 
@@ -186,16 +191,18 @@ class VolumeReports:
             log.info("compute not told of %s for volume %s: %s", event, volume_id, exc)
 
     async def volume_extend_failed(self, volume_id: str, reason: str, new_size: int = 0) -> None:
-        await self._back_to_previous(
-            volume_id, "extending", "VOLUME_EXTEND", f"Extend failed: {reason}"
-        )
+        """The volume keeps its size and data; the quota taken for the growth goes back."""
         async with self.db.session() as session:
             volume = await session.get(Volume, volume_id)
-            if volume is None or not new_size or new_size <= volume.size:
+            if volume is None or volume.status != "extending":
                 return
             type_name = await self._type_name(session, volume.volume_type_id)
             project, delta = volume.project_id, new_size - volume.size
-        await self.service.quotas.release(project, growth_usage(type_name, delta))
+        if delta > 0:
+            await self.service.quotas.release(project, growth_usage(type_name, delta))
+        await self._back_to_previous(
+            volume_id, "extending", "VOLUME_EXTEND", f"Extend failed: {reason}"
+        )
 
     async def _back_to_previous(self, volume_id: str, status: str, event: str, reason: str) -> None:
         """A request that changed nothing: the volume returns to where it was."""
@@ -315,7 +322,9 @@ class VolumeReports:
                 return
             type_name = await self._type_name(session, snapshot.volume_type_id)
             project, size, counted = snapshot.project_id, snapshot.size, snapshot.use_quota
-            await session.delete(snapshot)
+            removed = await session.execute(delete(Snapshot).where(Snapshot.id == snapshot_id))
+            if not affected(removed):
+                return
         if counted:
             await self.service.quotas.release(project, snapshot_usage(type_name, size))
 

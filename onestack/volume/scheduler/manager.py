@@ -128,9 +128,9 @@ class VolumeScheduler:
         try:
             await self.select(spec)
         except NoValidBackend as exc:
-            await self._restore_status(volume_id, "VOLUME_EXTEND", f"Extend failed: {exc}")
             type_name = volume_type.name if volume_type else None
             await self.service.quotas.release(payload["project_id"], growth_usage(type_name, delta))
+            await self._restore_status(volume_id, "VOLUME_EXTEND", f"Extend failed: {exc}")
             return
         assert host is not None
         await self.service.agents.cast(host, "extend_volume", volume=payload, new_size=new_size)
@@ -195,9 +195,9 @@ class VolumeScheduler:
         async with self.service.db.session() as session:
             volume = await session.get(Volume, volume_id)
             project, size = (volume.project_id, volume.size) if volume else ("", 0)
-        await self._restore_status(volume_id, "VOLUME_RETYPE", reason)
         if project:
             await self.service.quotas.release(project, type_usage(new_type.name, size))
+        await self._restore_status(volume_id, "VOLUME_RETYPE", reason)
 
     async def _finish_retype(self, volume_id: str, new_type_id: str) -> None:
         """The backend suits the new type: only the record changes; the old type's charge
