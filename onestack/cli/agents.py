@@ -36,7 +36,7 @@ def _build(kind: str, args: argparse.Namespace, settings: Settings, bus: Any, cl
     if kind == "volume":
         from onestack.volume.agent import VolumeAgent, backend_settings
 
-        backend = backend_settings(settings, args.backend or "file")
+        backend = backend_settings(settings, getattr(args, "backend", None) or "file")
         return VolumeAgent(settings, bus, backend, host=args.host, client=client)
     from onestack.volume.backup.agent import BackupAgent
 
@@ -45,7 +45,7 @@ def _build(kind: str, args: argparse.Namespace, settings: Settings, bus: Any, cl
 
 def run_agent(args: argparse.Namespace, settings: Settings) -> int:
     """Run one agent until Ctrl-C or SIGTERM."""
-    name = f"{args.kind}-agent-{args.host or 'local'}"
+    name = f"{args.agent}-agent-{args.host or 'local'}"
     logs.configure(settings.data_dir / "logs" / f"{name}.log", level=settings.log_level,
                    verbose=args.verbose)  # fmt: skip
     console = Console(stderr=True)
@@ -54,14 +54,14 @@ def run_agent(args: argparse.Namespace, settings: Settings) -> int:
         bus = make_bus(settings.bus_url)
         await bus.start()
         client = _client(settings)
-        agent = _build(args.kind, args, settings, bus, client)
+        agent = _build(args.agent, args, settings, bus, client)
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)
         try:
             await agent.start()
-            console.print(f"{args.kind} agent {getattr(agent, 'host', '')} running")
+            console.print(f"{args.agent} agent {getattr(agent, 'host', '')} running")
             await stopping.wait()
         finally:
             with contextlib.suppress(Exception):

@@ -53,11 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--key-repository", help="shared Fernet key directory (identity)")
     serve.add_argument("--credential-key-repository", help="shared credential key directory")
 
-    agent = sub.add_parser("agent", help="run one agent (volume, backup) against a service's bus")
-    agent.add_argument("kind", choices=["volume", "backup"], help="which agent")
-    _common(agent)
-    agent.add_argument("--host", help="this host's name (default: the machine's hostname)")
-    agent.add_argument("--backend", help="volume backend name, from [[volume.backends]]")
+    agent = sub.add_parser("agent", help="run an agent of a service, for scale-out")
+    agent_sub = agent.add_subparsers(dest="agent", required=True)
+    for kind, text in (
+        ("volume", "a volume agent (one storage backend of one host)"),
+        ("backup", "a backup agent (volume backups into object storage)"),
+    ):
+        storage_agent = agent_sub.add_parser(kind, help=text)
+        _common(storage_agent)
+        storage_agent.add_argument("--host", help="this host's name (default: the hostname)")
+        if kind == "volume":
+            storage_agent.add_argument("--backend", help="backend name from [[volume.backends]]")
 
     db = sub.add_parser("db", help="database operations")
     db_sub = db.add_subparsers(dest="db_command", required=True)
