@@ -108,13 +108,19 @@ class Cloud:
             return JSONResponse({"name": "onestack", "services": urls})
 
         own = service_app("onestack", [Route("/", index)] if self.mounted else [], keystone_error)
+        # Paths a service serves beside its prefix (the object store's node API and S3 view).
+        extra: list[Any] = [
+            Mount(path, app=app)
+            for unit in self.units.values()
+            for path, app in getattr(unit, "root_mounts", {}).items()
+        ]
         if self.mounted:
             routes: list[Any] = [
                 Mount(registry.REGISTRY[n].prefix, app=u.app) for n, u in self.units.items()
             ]
-            return [*routes, Mount("", app=own)]
+            return [*extra, *routes, Mount("", app=own)]
         # Served alone, a service answers at the root, health and metrics included.
-        return [Mount("", app=u.app) for u in self.units.values()]
+        return [*extra, *[Mount("", app=u.app) for u in self.units.values()]]
 
     async def start(
         self,

@@ -60,6 +60,15 @@ REGISTRY: dict[str, ServiceInfo] = {
         "onestack.volume.unit:VolumeUnit",
         aliases=(("volumev3", "cinderv3"),),
     ),
+    "object": ServiceInfo(
+        "object",
+        "object-store",
+        "swift",
+        "/object",
+        "/v1/AUTH_%(project_id)s",
+        8080,
+        "onestack.object.unit:ObjectUnit",
+    ),
 }
 
 

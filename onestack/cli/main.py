@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--admin-password", help="admin password (default: generated and kept)")
 
     serve = sub.add_parser("serve", help="run one service alone, for scale-out")
-    serve.add_argument("service", help="service to run, e.g. identity")
+    serve.add_argument("service", help="service to run, e.g. identity, or object-node")
     _common(serve)
     serve.add_argument("--port", type=int, help="port (default: the service's own port)")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
@@ -71,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("services", nargs="*", help="services to migrate (default: all)")
     _common(sync)
 
+    serve.add_argument("--rings-dir", type=Path, help="object-node: rings (default <data>/rings)")
+    serve.add_argument("--devices-dir", type=Path, help="object-node: device directories")
+    serve.add_argument("--no-agents", action="store_true", help="object-node: no agents")
+
+    from onestack.cli import objectstore
+
+    objectstore.add_commands(sub, _common, agent_sub)
+
     identity = sub.add_parser("identity", help="identity operations")
     id_sub = identity.add_subparsers(dest="identity_command", required=True)
     for name, text in (
@@ -95,6 +103,11 @@ def main(argv: list[str] | None = None) -> int:
             from onestack.cli.run import run_up
 
             return run_up(args, _settings(args, port=args.port, host=args.host), STARTED)
+        if args.command == "serve" and args.service == "object-node":
+            from onestack.cli.objectstore import run_node
+
+            port = args.port or 6200
+            return run_node(args, _settings(args, port=port, host=args.host))
         if args.command == "serve":
             from onestack.cli.run import run_serve
             from onestack.services import REGISTRY
@@ -105,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             port = args.port or REGISTRY[args.service].own_port
             settings = _settings(args, port=port, host=args.host, services=[args.service])
             return run_serve(args, settings)
-        if args.command == "agent":
+        if args.command == "agent" and args.agent in ("volume", "backup"):
             from onestack.cli.agents import run_agent
 
             return run_agent(args, _settings(args))
@@ -113,6 +126,14 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_db_sync(args))
         if args.command == "identity":
             return _identity_keys(args)
+        if args.command == "ring":
+            from onestack.cli.objectstore import run_ring
+
+            return run_ring(args, _settings(args))
+        if args.command == "agent":
+            from onestack.cli.objectstore import run_agent
+
+            return run_agent(args, _settings(args))
     except ValueError as exc:
         print(f"onestack: {exc}", file=sys.stderr)
         return 2

@@ -87,6 +87,37 @@ class VolumeSettings(BaseModel):
     report_interval: float = Field(10.0, gt=0)
 
 
+class ObjectSettings(BaseModel):
+    """Swift settings: where rings and devices live, this process's node, the agents."""
+
+    devices_dir: str | None = None
+    rings_dir: str | None = None
+    # ``ip:port`` whose ring devices this process serves; empty: the process's own address.
+    node_address: str = ""
+    serve_node: bool = True
+    serve_proxy: bool = True
+    # The all-in-one layout made on first start when no rings exist.
+    part_power: int = Field(10, ge=1, le=22)
+    replicas: int = Field(3, ge=1, le=16)
+    devices: int = Field(4, ge=1, le=64)
+    # Shared by every node of a cluster; empty: <data dir>/object-node-secret.
+    node_secret: str = ""
+    node_timeout: float = Field(10.0, gt=0)
+    disk_threads: int = Field(24, ge=1)
+    info_ttl: float = Field(5.0, ge=0)
+    agents: bool = True
+    replicator_interval: float = Field(30.0, gt=0)
+    auditor_interval: float = Field(300.0, gt=0)
+    expirer_interval: float = Field(30.0, gt=0)
+    updater_interval: float = Field(10.0, gt=0)
+    reclaim_age: int = Field(7 * 86400, gt=0)
+    operator_roles: list[str] = Field(default_factory=lambda: ["admin", "member"])
+    reader_roles: list[str] = Field(default_factory=lambda: ["reader"])
+    reseller_admin_role: str = "ResellerAdmin"
+    max_file_size: int = Field(5 * (1 << 30), gt=0)
+    s3_region: str = "us-east-1"
+
+
 class PolicySettings(BaseModel):
     """Policy overrides in oslo.policy rule syntax, by rule name."""
 
@@ -121,6 +152,8 @@ class Settings(BaseSettings):
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     image: ImageSettings = Field(default_factory=ImageSettings)
     volume: VolumeSettings = Field(default_factory=VolumeSettings)
+
+    object: ObjectSettings = Field(default_factory=ObjectSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     # Where services find identity when they run apart from it.

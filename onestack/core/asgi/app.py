@@ -13,11 +13,11 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from onestack.core.asgi.errors import APIError, ErrorFormatter
+from onestack.core.asgi.errors import APIError, ErrorFormatter, error_response
 
 access_log = logging.getLogger("onestack.access")
 error_log = logging.getLogger("onestack.error")
@@ -74,13 +74,13 @@ class RequestMiddleware:
         except APIError as exc:
             # Raised by middleware (token checks), outside the routes' exception handlers.
             if not response_started:
-                response = JSONResponse(self.formatter(exc), status_code=exc.status)
+                response = error_response(self.formatter, exc)
                 await response(scope, receive, send_with_id)
         except Exception:
             error_log.exception("unhandled error in %s %s", scope["method"], scope["path"])
             if not response_started:
-                body = self.formatter(APIError("An unexpected error prevented the request."))
-                await JSONResponse(body, status_code=500)(scope, receive, send_with_id)
+                crash = APIError("An unexpected error prevented the request.")
+                await error_response(self.formatter, crash)(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             REQUESTS.labels(self.service, scope["method"], str(status)).inc()
@@ -127,8 +127,7 @@ def service_app(
     async def render_api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, APIError)
         exc.extra.setdefault("request_id", request.scope.get("state", {}).get("request_id"))
-        headers = exc.extra.get("headers")
-        return JSONResponse(formatter(exc), status_code=exc.status, headers=headers)
+        return error_response(formatter, exc)
 
     async def render_http_exception(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
+from starlette.responses import JSONResponse, Response
+
 
 class APIError(Exception):
     """An error with an HTTP status; the service's formatter renders the body."""
@@ -69,8 +71,17 @@ class NotImplementedYet(APIError):
     status = 501
 
 
-# A formatter turns (error) into the JSON body a service's clients expect.
-ErrorFormatter = Callable[[APIError], dict[str, Any]]
+# A formatter turns (error) into the JSON body a service's clients expect, or into a whole
+# response for services whose errors are not JSON (Swift's text pages, S3's XML).
+ErrorFormatter = Callable[[APIError], "dict[str, Any] | Response"]
+
+
+def error_response(formatter: ErrorFormatter, err: APIError) -> Response:
+    """The response for ``err`` in the service's shape, with the error's extra headers."""
+    body = formatter(err)
+    if isinstance(body, Response):
+        return body
+    return JSONResponse(body, status_code=err.status, headers=err.extra.get("headers"))
 
 
 def keystone_error(err: APIError) -> dict[str, Any]:

@@ -52,8 +52,11 @@ def _minimum(request: Request) -> None:
         raise invalid("The attachments API needs microversion 3.27 or later.")
 
 
-async def _attachment(request: Request, session: AsyncSession) -> tuple[Attachment, Volume]:
-    ident = request.path_params["attachment_id"]
+async def _attachment(
+    request: Request, session: AsyncSession, ident: str | None = None
+) -> tuple[Attachment, Volume]:
+    """An attachment of the caller's project (the path's unless ``ident``) and its volume."""
+    ident = ident or request.path_params["attachment_id"]
     attachment = await session.get(Attachment, ident)
     if attachment is None or (
         not is_admin(request) and attachment.project_id != caller(request).project_id
@@ -76,7 +79,7 @@ async def _connect(
 ) -> Attachment:
     """Export the volume to the connector's host and record the connection."""
     async with service(request).db.session() as session:
-        _, volume = await _attachment(request, session)
+        _, volume = await _attachment(request, session, attachment_id)
         if volume.host is None:
             raise invalid_volume("The volume has no backend yet.")
         payload = await volume_payload(session, volume)

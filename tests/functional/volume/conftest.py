@@ -89,13 +89,16 @@ def digest(path: Path, span: int = 16 << 20) -> str:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def volume_cloud(tmp_path_factory: Any) -> AsyncIterator[VolumeCloud]:
-    """Identity, image and volume in one process; backends ``file`` and ``file2`` (ssd)."""
+    """Identity, image, volume and object storage in one process; backends ``file`` and
+    ``file2`` (ssd) in zone nova, and ``qcow`` (qcow2 files) alone in zone ``az-qcow``."""
     settings = make_settings(tmp_path_factory.mktemp("volume"), port=8000)
-    settings.services = ["identity", "image", "volume"]
+    settings.services = ["identity", "image", "volume", "object"]
+    settings.object.agents = False
     settings.volume.report_interval = 1.0
     settings.volume.backends = [
         VolumeBackendSettings(name="file"),
         VolumeBackendSettings(name="file2", capabilities={"disk": "ssd"}),
+        VolumeBackendSettings(name="qcow", volume_format="qcow2", availability_zone="az-qcow"),
     ]
     instance = Cloud(settings)
     await instance.start(admin_password=ADMIN_PASSWORD)

@@ -170,7 +170,7 @@ async def test_services_and_no_valid_backend(volume_cloud: VolumeCloud) -> None:
         ("cinder-backup", "up"),
     } <= binaries
     volume_hosts = [s["host"] for s in services if s["binary"] == "cinder-volume"]
-    assert sorted(h.partition("@")[2] for h in volume_hosts) == ["file", "file2"]
+    assert sorted(h.partition("@")[2] for h in volume_hosts) == ["file", "file2", "qcow"]
     pools = (await cloud.v3("GET", "/scheduler-stats/get_pools?detail=true")).json()["pools"]
     assert all(p["capabilities"]["thin_provisioning_support"] for p in pools)
     # A type no backend matches: the volume goes to error, with a message saying why.
@@ -197,4 +197,7 @@ async def test_services_and_no_valid_backend(volume_cloud: VolumeCloud) -> None:
         await cloud.v3("PUT", "/os-services/enable", json={"host": host, "binary": "cinder-volume"})
     await cloud.v3("DELETE", f"/volumes/{created.json()['volume']['id']}")
     zones = (await cloud.v3("GET", "/os-availability-zone")).json()["availabilityZoneInfo"]
-    assert zones == [{"zoneName": "nova", "zoneState": {"available": True}}]
+    assert zones == [
+        {"zoneName": "az-qcow", "zoneState": {"available": True}},
+        {"zoneName": "nova", "zoneState": {"available": True}},
+    ]

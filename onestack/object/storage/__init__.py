@@ -1,0 +1,1 @@
+"""Storage nodes: object files, container and account databases, and the node API over them."""
