@@ -240,7 +240,11 @@ def scale_out(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
         },
     )  # fmt: skip
     image.wait_listening(image_port)
-    yield Deployment("scale-out", first_url, [first, second, image], other_auth_url=second_url)
+    deployment = Deployment(
+        "scale-out", first_url, [first, second, image], other_auth_url=second_url
+    )
+    deployment.extra_env = {"root": str(root), "bus": bus}
+    yield deployment
     for process in (image, second, first):
         assert process.stop() == 0, process.log.read_text()[-2000:]
 
