@@ -287,12 +287,10 @@ class VolumeAgent:
             await self.agents.call(
                 source_host, "terminate_connection", volume=volume, connector=connector
             )
-        path = None
         try:
-            path = str((await self.driver.local_path(ref))[0])
+            return str((await self.driver.local_path(ref))[0])
         except VolumeDriverError:
-            path = f"{self.driver.name}://{ref.id}"
-        return path
+            return f"{self.driver.name}://{ref.id}"
 
 
 def image_metadata(meta: dict[str, Any]) -> dict[str, str]:

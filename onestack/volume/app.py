@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from starlette.applications import Starlette
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from onestack.core.asgi.app import service_app
@@ -79,8 +80,6 @@ class CinderRequests:
         if not path.startswith("/v3/") or path == "/v3/":
             await self.app(scope, receive, send)
             return
-        from starlette.requests import Request
-
         chosen = MICROVERSIONS.negotiate(Request(scope))
         state["volume_version"] = chosen
         headers = [

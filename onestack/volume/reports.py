@@ -33,6 +33,11 @@ VOLUME_BINARY = "cinder-volume"
 BACKUP_BINARY = "cinder-backup"
 
 
+def without_extending(metadata: dict[str, str] | None) -> dict[str, str]:
+    """Admin metadata less the size an extend was going to (it ended)."""
+    return {k: v for k, v in (metadata or {}).items() if k != "extending_to"}
+
+
 class VolumeReports:
     """The bus handler of ``volume-reports``."""
 
@@ -163,6 +168,7 @@ class VolumeReports:
             volume.size = new_size
             volume.status = volume.previous_status or "available"
             volume.previous_status = None
+            volume.admin_metadata = without_extending(volume.admin_metadata)
             servers = (
                 await session.execute(
                     select(Attachment.instance_uuid).where(
@@ -212,6 +218,7 @@ class VolumeReports:
                 return
             volume.status = volume.previous_status or "available"
             volume.previous_status = None
+            volume.admin_metadata = without_extending(volume.admin_metadata)
             project = volume.project_id
         await self._message(project, "VOLUME", volume_id, event, reason)
 
@@ -273,14 +280,8 @@ class VolumeReports:
                 volume.previous_status = None
             project, size = volume.project_id, volume.size
         if new_type_id and old_type != new_type:
-            await self._move_type_usage(project, size, old_type, new_type)
-
-    async def _move_type_usage(
-        self, project: str, size: int, old_type: str | None, new_type: str | None
-    ) -> None:
-        """The API charged the new type when the retype began; the old one is free now."""
-        del new_type
-        await self.service.quotas.release(project, type_usage(old_type, size))
+            # The API charged the new type when the retype began; the old one is free now.
+            await self.service.quotas.release(project, type_usage(old_type, size))
 
     async def volume_migrate_failed(
         self, volume_id: str, reason: str, new_type_id: str | None = None

@@ -15,10 +15,12 @@ from starlette.types import ASGIApp
 
 from onestack.core.auth.remote import RemoteTokenValidator
 from onestack.core.bus.base import Bus, Consumer
+from onestack.core.bus.local import InProcessBus
 from onestack.core.client import ServiceClient
 from onestack.core.config import Settings
 from onestack.core.heartbeat import PeriodicTask
 from onestack.volume.app import build_app
+from onestack.volume.recovery import recover_interrupted
 from onestack.volume.reports import VolumeReports
 from onestack.volume.rpc import REPORTS, SCHEDULER
 from onestack.volume.scheduler.manager import VolumeScheduler
@@ -92,6 +94,8 @@ class VolumeUnit:
             for agent in build_agents(self.settings, self.bus, self.client):
                 await agent.start()
                 self.agents.append(agent)
+            if isinstance(self.bus, InProcessBus):
+                await recover_interrupted(self.service)
 
     async def stop(self) -> None:
         for agent in reversed(self.agents):

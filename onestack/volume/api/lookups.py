@@ -3,7 +3,7 @@ availability zones, and quota holds answered with Cinder's 413 messages."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -93,7 +93,7 @@ async def quota_held(
     request: Request,
     project_id: str,
     deltas: dict[str, int],
-    type_names: list[str] = (),  # type: ignore[assignment]
+    type_names: Sequence[str] = (),
 ) -> AsyncIterator[Reservation]:
     """Hold ``deltas`` of the project's quota for the block (413 when it would go over);
     committed when the block succeeds, given back when it fails."""

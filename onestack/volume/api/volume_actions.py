@@ -126,6 +126,10 @@ async def extend(request: Request, volume: Volume, argument: Any) -> Response:
         service(request).db.session() as session,
     ):
         await _start(session, volume, allowed, "extending")
+        row = await session.get(Volume, volume.id)
+        assert row is not None
+        # Remembered so that a restart mid-way can give the quota back (recovery.py).
+        row.admin_metadata = {**(row.admin_metadata or {}), "extending_to": str(new_size)}
     await service(request).scheduler.cast("extend_volume", volume_id=volume.id, new_size=new_size)
     return Response(status_code=202)
 

@@ -16,6 +16,7 @@ from sqlalchemy import func, select, update
 from onestack.core.db import affected
 from onestack.volume.models import Backend, Volume, VolumeType
 from onestack.volume.payloads import backend_of, volume_payload
+from onestack.volume.reports import without_extending
 from onestack.volume.scheduler.filters import FILTERS
 from onestack.volume.scheduler.state import BackendState, RequestSpec
 from onestack.volume.scheduler.weighers import ordered
@@ -144,6 +145,7 @@ class VolumeScheduler:
             volume.status = volume.previous_status or "available"
             volume.previous_status = None
             volume.migration_status = None
+            volume.admin_metadata = without_extending(volume.admin_metadata)
             project = volume.project_id
         await self.service.add_message(project, "VOLUME", volume_id, event, reason)
 
