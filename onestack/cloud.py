@@ -58,7 +58,13 @@ class ServiceRootSlash:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] in self.prefixes:
-            scope = {**scope, "path": scope["path"] + "/", "raw_path": scope["raw_path"] + b"/"}
+            # The path as the client sent it stays known: signed requests (S3) cover it.
+            scope = {
+                **scope,
+                "path": scope["path"] + "/",
+                "raw_path": scope["raw_path"] + b"/",
+                "sent_raw_path": scope["raw_path"],
+            }
         await self.app(scope, receive, send)
 
 
@@ -80,6 +86,7 @@ class Cloud:
         self.units: dict[str, ServiceUnit] = {}
         self.admin_password = ""
         prefixes = {registry.REGISTRY[n].prefix for n in self.names} if mounted else set()
+        self._slash_prefixes = prefixes
         self.app = Starlette(
             routes=[], middleware=[Middleware(ServiceRootSlash, prefixes=prefixes)]
         )
@@ -114,6 +121,7 @@ class Cloud:
             for unit in self.units.values()
             for path, app in getattr(unit, "root_mounts", {}).items()
         ]
+        self._slash_prefixes.update(mount.path for mount in extra)
         if self.mounted:
             routes: list[Any] = [
                 Mount(registry.REGISTRY[n].prefix, app=u.app) for n, u in self.units.items()

@@ -71,8 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("services", nargs="*", help="services to migrate (default: all)")
     _common(sync)
 
-    serve.add_argument("--rings-dir", type=Path, help="object-node: rings (default <data>/rings)")
-    serve.add_argument("--devices-dir", type=Path, help="object-node: device directories")
+    serve.add_argument("--rings-dir", type=Path, help="object: rings (default <data dir>/rings)")
+    serve.add_argument("--devices-dir", type=Path, help="object: device directories")
     serve.add_argument("--no-agents", action="store_true", help="object-node: no agents")
 
     from onestack.cli import objectstore
@@ -117,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             port = args.port or REGISTRY[args.service].own_port
             settings = _settings(args, port=port, host=args.host, services=[args.service])
+            if args.service == "object":
+                from onestack.cli.objectstore import node_settings
+
+                node_settings(args, settings)
             return run_serve(args, settings)
         if args.command == "agent" and args.agent in ("volume", "backup"):
             from onestack.cli.agents import run_agent
@@ -145,13 +149,21 @@ async def _db_sync(args: argparse.Namespace) -> int:
     from onestack.services import REGISTRY
 
     settings = _settings(args)
-    names = args.services or list(REGISTRY)
+
+    def migrations_of(name: str) -> Path:
+        package = importlib.import_module(f"onestack.{name}")
+        return Path(str(package.__file__)).parent / "migrations"
+
+    # Services without a database of their own (object storage) have nothing to sync.
+    names = args.services or [n for n in REGISTRY if migrations_of(n).is_dir()]
     for name in names:
         if name not in REGISTRY:
             print(f"onestack: unknown service {name!r}", file=sys.stderr)
             return 2
-        package = importlib.import_module(f"onestack.{name}")
-        migrations = Path(str(package.__file__)).parent / "migrations"
+        migrations = migrations_of(name)
+        if not migrations.is_dir():
+            print(f"{name}: no database")
+            continue
         db = Database(settings.database_url(name), migrations)
         try:
             await db.sync_schema()

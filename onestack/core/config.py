@@ -116,6 +116,8 @@ class ObjectSettings(BaseModel):
     reseller_admin_role: str = "ResellerAdmin"
     max_file_size: int = Field(5 * (1 << 30), gt=0)
     s3_region: str = "us-east-1"
+    # Host names under which buckets are addressed virtual-host style (``bucket.<domain>``).
+    s3_domains: list[str] = Field(default_factory=lambda: ["s3.localhost", "localhost"])
 
 
 class PolicySettings(BaseModel):

@@ -14,6 +14,7 @@ from onestack.identity.api import (
     catalog,
     credentials,
     domains,
+    ec2tokens,
     groups,
     limits,
     projects,
@@ -34,6 +35,7 @@ MODULES = (
     assignments,
     catalog,
     credentials,
+    ec2tokens,
     app_credentials,
     limits,
 )

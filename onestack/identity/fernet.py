@@ -89,7 +89,7 @@ class TokenPayload:
     app_cred_id: str | None = None
 
 
-METHODS = ("password", "token", "application_credential", "totp", "mapped")
+METHODS = ("password", "token", "application_credential", "totp", "mapped", "ec2credential")
 
 
 def _pack_id(value: str | None) -> bytes | str | None:

@@ -18,6 +18,7 @@ def _rules(names: str, check: str) -> list[RuleDefault]:
 RULES: list[RuleDefault] = [
     RuleDefault("admin_required", ADMIN),
     RuleDefault("service_role", SERVICE),
+    *_rules("s3tokens_validate ec2tokens_validate", f"{ADMIN} or {SERVICE}"),
     *_rules("validate_token check_token", f"{ADMIN} or {SERVICE} or {OWNER}"),
     *_rules("revoke_token", f"{ADMIN} or {OWNER}"),
     *_rules(

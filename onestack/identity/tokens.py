@@ -318,6 +318,33 @@ class TokenProvider:
         token = self.formatter.create(payload)
         return token, await self.validate(token)
 
+    async def issue_for_user(
+        self, user_id: str, project_id: str | None, method: str
+    ) -> tuple[str, TokenData]:
+        """A token for a user who proved who they are otherwise (an EC2 signature)."""
+        async with self.db.session() as session:
+            user = await session.get(User, user_id)
+            if user is None or not user.enabled:
+                raise Unauthorized(AUTH_FAILED)
+            if project_id is not None:
+                project = await session.get(Project, project_id)
+                if project is None or not project.enabled:
+                    raise Unauthorized(AUTH_FAILED)
+        now = time.time()
+        payload = TokenPayload(
+            user_id=user_id,
+            methods=[method],
+            issued_at=now,
+            expires_at=now + self.settings.token_expiration,
+            audit_ids=[new_audit_id()],
+            project_id=project_id,
+            domain_id=None,
+            system=False,
+            app_cred_id=None,
+        )
+        token = self.formatter.create(payload)
+        return token, await self.validate(token)
+
     async def _find_domain(self, session: AsyncSession, ref: Ref) -> Domain | None:
         if ref.id:
             return await session.get(Domain, ref.id)

@@ -18,8 +18,9 @@ MODULES = (info, accounts, containers, objects)
 class TransIdMiddleware:
     """Swift's ``X-Trans-Id`` on every answer; the same id is the OpenStack request id."""
 
-    def __init__(self, app: ASGIApp):
+    def __init__(self, app: ASGIApp, headers: tuple[bytes, ...] = (b"x-trans-id",)):
         self.app = app
+        self.headers = headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -33,7 +34,10 @@ class TransIdMiddleware:
             if message["type"] == "http.response.start":
                 message = {
                     **message,
-                    "headers": [*message.get("headers", []), (b"x-trans-id", encoded)],
+                    "headers": [
+                        *message.get("headers", []),
+                        *((name, encoded) for name in self.headers),
+                    ],
                 }
             await send(message)
 
@@ -69,6 +73,29 @@ class TempURLMiddleware:
                 scope["state"]["temp_url"] = granted
                 scope["headers"] = [h for h in scope["headers"] if h[0] != b"x-auth-token"]
         await self.app(scope, receive, send)
+
+
+class S3Dispatch:
+    """On the proxy's own port, S3-signed requests outside Swift's paths go to the S3 view."""
+
+    SWIFT_PATHS = ("/v1/", "/v1.0/", "/info", "/healthcheck", "/metrics")
+
+    def __init__(self, swift: ASGIApp, s3: ASGIApp):
+        self.swift = swift
+        self.s3 = s3
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            from onestack.core.asgi.routing import route_path
+            from onestack.object.s3.auth import is_s3_request
+
+            path = route_path(scope)
+            if not path.startswith(self.SWIFT_PATHS):
+                headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+                if is_s3_request(headers, scope.get("query_string", b"").decode("latin-1")):
+                    await self.s3(scope, receive, send)
+                    return
+        await self.swift(scope, receive, send)
 
 
 def build_app(service: ObjectService, validator: TokenValidator) -> ASGIApp:

@@ -9,7 +9,8 @@ from onestack.core.bus.base import Bus, Consumer
 from onestack.core.client import ServiceClient
 from onestack.core.config import Settings
 from onestack.core.heartbeat import PeriodicTask
-from onestack.object.app import build_app
+from onestack.object.app import S3Dispatch, build_app
+from onestack.object.s3.app import build_s3_app
 from onestack.object.service import ObjectService
 from onestack.object.storage.backend import NODE_PREFIX
 from onestack.object.storage.server import NodeApp
@@ -37,9 +38,10 @@ class ObjectUnit:
         self.bus = bus
         self.client = client
         self.validator = RemoteTokenValidator(client)
-        self.app: ASGIApp = build_app(self.service, self.validator)
+        self.s3_app, self.s3_auth = build_s3_app(self.service, client)
+        self.app: ASGIApp = S3Dispatch(build_app(self.service, self.validator), self.s3_app)
         self._node_app = _Late()
-        self.root_mounts: dict[str, ASGIApp] = {NODE_PREFIX: self._node_app}
+        self.root_mounts: dict[str, ASGIApp] = {NODE_PREFIX: self._node_app, "/s3": self.s3_app}
         self._listeners: list[Consumer] = []
         self.agents: list[PeriodicTask] = []
 
@@ -49,7 +51,10 @@ class ObjectUnit:
             assert self.service.cluster is not None
             self._node_app.app = NodeApp(self.service.node, self.service.cluster.secret)
         if self.bus is not None:
-            self._listeners = [await self.validator.listen(self.bus)]
+            self._listeners = [
+                await self.validator.listen(self.bus),
+                await self.s3_auth.listen(self.bus),
+            ]
         if self.settings.object.agents and self.service.node is not None:
             from onestack.object.agents import start_agents
 

@@ -89,7 +89,13 @@ class NodeSet:
             if process.popen.poll() is None:
                 os.killpg(process.popen.pid, signal.SIGINT)
         for process in processes:
-            assert process.stop() == 0, process.log.read_text()[-2000:]
+            try:
+                code = process.popen.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.popen.pid, signal.SIGKILL)
+                code = process.popen.wait()
+            process.handle.close()
+            assert code == 0, process.log.read_text()[-2000:]
 
     async def agent_here(self, name: str, index: int) -> dict[str, int]:
         """One pass of an agent for node ``index``, run in this process on its devices."""

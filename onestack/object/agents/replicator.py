@@ -58,8 +58,15 @@ class ObjectReplicator(Agent):
         return self.node.objects.disk
 
     async def run_once(self) -> dict[str, int]:
-        stats = {"partitions": 0, "pushed": 0, "failures": 0, "handoffs_removed": 0}
+        stats = {
+            "partitions": 0,
+            "pushed": 0,
+            "failures": 0,
+            "handoffs_removed": 0,
+            "stale_tmp_removed": 0,
+        }
         for dev in self.local_devices(self.ring):
+            stats["stale_tmp_removed"] += await self.cluster.run(self.disk.clean_tmp, dev.device)
             for part in await self.cluster.run(self.disk.partitions, dev.device):
                 stats["partitions"] += 1
                 try:

@@ -26,11 +26,18 @@ from dataclasses import dataclass, field
 
 from onestack.object.cluster import Cluster
 from onestack.object.ring import Device, Ring
-from onestack.object.storage.backend import BackendResponse, Body, error, with_timeout
+from onestack.object.storage.backend import (
+    SHARED_DIGEST_HEADER,
+    BackendResponse,
+    Body,
+    SharedDigest,
+    error,
+    with_timeout,
+)
 
 log = logging.getLogger(__name__)
 
-QUEUE_DEPTH = 4
+QUEUE_DEPTH = 32
 POST_QUORUM_TIMEOUT = 0.5
 CONNECT_TIMEOUT = 5.0
 
@@ -241,10 +248,31 @@ class Replicas:
 
         Raises :class:`UploadFailed` when fewer than a quorum took it.
         """
-        quorum = quorum_size(ring.replicas)
-        walk_primaries = ring.get_part_nodes(part)
         handoffs = ring.get_more_nodes(part)
         lock = asyncio.Lock()
+        shared: SharedDigest | None = None
+        if all(d.address in self.cluster.local for d in ring.get_part_nodes(part)):
+            shared = SharedDigest()
+            targets = [{**t, SHARED_DIGEST_HEADER: shared.id} for t in targets]
+        try:
+            return await self._upload(ring, part, path, targets, body, shared, handoffs, lock)
+        finally:
+            if shared is not None:
+                shared.close()
+
+    async def _upload(
+        self,
+        ring: Ring,
+        part: int,
+        path: tuple[str, str, str],
+        targets: list[dict[str, str]],
+        body: AsyncIterator[bytes],
+        shared: SharedDigest | None,
+        handoffs: Iterator[Device],
+        lock: asyncio.Lock,
+    ) -> list[BackendResponse]:
+        quorum = quorum_size(ring.replicas)
+        walk_primaries = ring.get_part_nodes(part)
         first = await _first_chunk(body)
 
         async def connect(index: int) -> Feed | None:
@@ -269,12 +297,17 @@ class Replicas:
                 live = [f for f in feeds if not f.failed]
                 if len(live) < quorum:
                     raise UploadFailed(503, "too many replicas failed during the upload")
-                await asyncio.gather(*(f.send(chunk) for f in live))
+                sends = [f.send(chunk) for f in live]
+                if shared is not None:
+                    sends.append(self.cluster.run(shared.md5.update, chunk))
+                await asyncio.gather(*sends)
                 chunks_sent += 1
                 chunk = await _next_chunk(body)
         except BaseException:
             await asyncio.gather(*(f.abort() for f in feeds), return_exceptions=True)
             raise
+        if shared is not None:
+            shared.etag = shared.md5.hexdigest()
         await asyncio.gather(*(f.finish() for f in feeds))
         results = await _collect(feeds, quorum)
         if chunks_sent <= 1:
@@ -384,6 +417,9 @@ class Feed:
     async def send(self, chunk: bytes) -> None:
         assert self.task is not None
         if self.task.done():
+            return
+        if not self.queue.full():
+            self.queue.put_nowait(chunk)
             return
         put = asyncio.create_task(self.queue.put(chunk))
         await asyncio.wait([put, self.task], return_when=asyncio.FIRST_COMPLETED)

@@ -23,6 +23,31 @@ NODE_PREFIX = "/object-node"
 SECRET_HEADER = "x-backend-secret"
 # HTTP parsers accept only known methods: Swift's REPLICATE travels as a POST that says so.
 METHOD_HEADER = "x-backend-method"
+# Names an in-process :class:`SharedDigest`; never honoured from the network.
+SHARED_DIGEST_HEADER = "x-backend-shared-digest"
+
+
+class SharedDigest:
+    """The MD5 of an upload, computed once by the proxy for all replicas in this process.
+
+    Every replica writes the very same bytes objects, so hashing them three times
+    would only cost CPU; the proxy hashes each chunk once and sets ``etag`` before
+    the replicas see the end of the body.
+    """
+
+    registry: dict[str, SharedDigest] = {}
+
+    def __init__(self) -> None:
+        import hashlib
+        import uuid
+
+        self.id = uuid.uuid4().hex
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.etag: str | None = None
+        SharedDigest.registry[self.id] = self
+
+    def close(self) -> None:
+        SharedDigest.registry.pop(self.id, None)
 
 
 @dataclass

@@ -221,15 +221,21 @@ class ObjectDisk:
 
     # -- writes ---------------------------------------------------------------------------
 
-    def create(self, device: str, part: int, name_hash: str, timestamp: str) -> DiskWriter:
-        """Start writing a new ``.data``; 409 when a newer write already exists."""
+    def create(
+        self, device: str, part: int, name_hash: str, timestamp: str, *, hashing: bool = True
+    ) -> DiskWriter:
+        """Start writing a new ``.data``; 409 when a newer write already exists.
+
+        ``hashing=False``: the caller supplies the MD5 at commit (computed once for all
+        replicas in this process).
+        """
         current = self.state(device, part, name_hash)
         if current.timestamp and current.timestamp >= timestamp:
             raise Conflict(current.timestamp)
         tmp_dir, _ = ensure_dirs(self.root(device), "tmp")
         tmp = tmp_dir / f"{name_hash}.{uuid.uuid4().hex}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        return DiskWriter(self, device, part, name_hash, timestamp, tmp, fd)
+        return DiskWriter(self, device, part, name_hash, timestamp, tmp, fd, hashing=hashing)
 
     def write_marker(
         self,
@@ -414,6 +420,19 @@ class ObjectDisk:
             os.close(fd)
         return metadata
 
+    def clean_tmp(self, device: str, older_than: float = 86400) -> int:
+        """Remove temporary files that an interrupted write left behind; how many."""
+        tmp_dir = self.devices_dir / device / "tmp"
+        removed = 0
+        limit = time.time() - older_than
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(tmp_dir):
+                with contextlib.suppress(FileNotFoundError):
+                    if entry.stat().st_mtime < limit:
+                        os.unlink(entry.path)
+                        removed += 1
+        return removed
+
     def remove_partition(self, device: str, part: int) -> None:
         shutil.rmtree(self.devices_dir / device / "objects" / str(part), ignore_errors=True)
 
@@ -458,6 +477,8 @@ class DiskWriter:
         timestamp: str,
         tmp: Path,
         fd: int,
+        *,
+        hashing: bool = True,
     ):
         self.disk = disk
         self.device = device
@@ -466,7 +487,7 @@ class DiskWriter:
         self.timestamp = timestamp
         self.tmp = tmp
         self.fd: int | None = fd
-        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.md5 = hashlib.md5(usedforsecurity=False) if hashing else None
         self.size = 0
         self.crcs: list[int] = []
         self._crc = 0
@@ -475,7 +496,8 @@ class DiskWriter:
     def write(self, data: bytes | memoryview) -> None:
         assert self.fd is not None
         view = memoryview(data)
-        self.md5.update(view)
+        if self.md5 is not None:
+            self.md5.update(view)
         while view:
             room = BLOCK - self._block_used
             piece = view[:room]
@@ -495,14 +517,21 @@ class DiskWriter:
             raise
         self.size += len(data)
 
-    @property
-    def etag(self) -> str:
-        return self.md5.hexdigest()
-
-    def commit(self, metadata: dict[str, Any], expected_etag: str | None = None) -> str:
+    def commit(
+        self,
+        metadata: dict[str, Any],
+        expected_etag: str | None = None,
+        computed_etag: str | None = None,
+    ) -> str:
         """Make the object durable and visible; returns its ETag."""
         assert self.fd is not None
-        etag = self.etag
+        if self.md5 is not None:
+            etag = self.md5.hexdigest()
+        elif computed_etag is not None:
+            etag = computed_etag
+        else:
+            self.abort()
+            raise DiskError("no digest for an unhashed write")
         if expected_etag and expected_etag.strip('"').lower() != etag:
             self.abort()
             raise EtagMismatch(etag)

@@ -10,6 +10,7 @@ account for the expirer.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -20,7 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 from onestack.object import timestamps
 from onestack.object.cluster import Cluster
-from onestack.object.storage.backend import BackendResponse, error
+from onestack.object.storage.backend import (
+    SHARED_DIGEST_HEADER,
+    BackendResponse,
+    SharedDigest,
+    error,
+)
 from onestack.object.storage.diskfile import (
     BLOCK,
     CRC_KEY,
@@ -173,7 +179,12 @@ class ObjectServer:
 
         # Check the device and the newest timestamp before taking any byte: a node that
         # cannot write answers at once, and the proxy picks a handoff in its place.
-        writer: DiskWriter | None = await run(self.disk.create, device, part, name_hash, timestamp)
+        shared = SharedDigest.registry.get(headers.get(SHARED_DIGEST_HEADER, ""))
+        writer: DiskWriter | None = await run(
+            functools.partial(
+                self.disk.create, device, part, name_hash, timestamp, hashing=shared is None
+            )
+        )
         assert writer is not None
         buffer = bytearray()
         received = 0
@@ -193,7 +204,8 @@ class ObjectServer:
             if expected_length is not None and received != expected_length:
                 return error(499, "client sent less than its Content-Length")
             assert writer is not None
-            etag = await run(self._finish, writer, bytes(buffer), metadata, expected_etag)
+            computed = shared.etag if shared is not None else None
+            etag = await run(self._finish, writer, bytes(buffer), metadata, expected_etag, computed)
             writer = None
         finally:
             if writer is not None:
@@ -214,11 +226,12 @@ class ObjectServer:
         data: bytes,
         metadata: dict[str, Any],
         expected_etag: str | None,
+        computed_etag: str | None = None,
     ) -> str:
         try:
             if data:
                 writer.write(data)
-            return writer.commit(metadata, expected_etag)
+            return writer.commit(metadata, expected_etag, computed_etag)
         except BaseException:
             writer.abort()
             raise

@@ -18,6 +18,7 @@ from onestack.object.storage.backend import (
     METHOD_HEADER,
     NODE_PREFIX,
     SECRET_HEADER,
+    SHARED_DIGEST_HEADER,
     BackendResponse,
     NodeHandler,
 )
@@ -37,6 +38,7 @@ class NodeApp:
         for name, value in scope["headers"]:
             headers[name.decode("latin-1")] = value.decode("latin-1")
         given = headers.pop(SECRET_HEADER, "").encode("latin-1")
+        headers.pop(SHARED_DIGEST_HEADER, None)
         if not hmac.compare_digest(given, self.secret):
             await _answer(send, BackendResponse(403, {}))
             return
