@@ -166,31 +166,37 @@ class Cloud:
         for name in self.names:
             info = registry.REGISTRY[name]
             url = info.url(base, mounted=self.mounted)
-            found = await self._identity("GET", f"/services?type={info.type}")
-            services = found.json()["services"]
-            if services:
-                service_id = services[0]["id"]
-            else:
-                body = {"service": {"type": info.type, "name": info.catalog_name}}
-                created = await self._identity("POST", "/services", json=body)
-                service_id = created.json()["service"]["id"]
-            listed = await self._identity("GET", f"/endpoints?service_id={service_id}")
-            existing = {e["interface"]: e for e in listed.json()["endpoints"]}
-            for interface in ("public", "internal", "admin"):
-                endpoint = existing.get(interface)
-                if endpoint is None:
-                    body = {
-                        "endpoint": {
-                            "service_id": service_id,
-                            "interface": interface,
-                            "url": url,
-                            "region_id": region,
-                        }
+            for service_type, catalog_name in info.catalog_types():
+                await self._register_endpoint(service_type, catalog_name, url, region)
+
+    async def _register_endpoint(
+        self, service_type: str, catalog_name: str, url: str, region: str
+    ) -> None:
+        found = await self._identity("GET", f"/services?type={service_type}")
+        services = found.json()["services"]
+        if services:
+            service_id = services[0]["id"]
+        else:
+            body = {"service": {"type": service_type, "name": catalog_name}}
+            created = await self._identity("POST", "/services", json=body)
+            service_id = created.json()["service"]["id"]
+        listed = await self._identity("GET", f"/endpoints?service_id={service_id}")
+        existing = {e["interface"]: e for e in listed.json()["endpoints"]}
+        for interface in ("public", "internal", "admin"):
+            endpoint = existing.get(interface)
+            if endpoint is None:
+                body = {
+                    "endpoint": {
+                        "service_id": service_id,
+                        "interface": interface,
+                        "url": url,
+                        "region_id": region,
                     }
-                    await self._identity("POST", "/endpoints", json=body)
-                elif endpoint["url"] != url:
-                    body = {"endpoint": {"url": url}}
-                    await self._identity("PATCH", f"/endpoints/{endpoint['id']}", json=body)
+                }
+                await self._identity("POST", "/endpoints", json=body)
+            elif endpoint["url"] != url:
+                body = {"endpoint": {"url": url}}
+                await self._identity("PATCH", f"/endpoints/{endpoint['id']}", json=body)
 
     async def _identity(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         response = await self.client.request("identity", method, path, **kwargs)
@@ -213,8 +219,9 @@ class Cloud:
         )
         base = self.settings.base_url()
         entries = [
-            CatalogEntry(info.type, info.catalog_name, info.url(base, mounted=self.mounted))
+            CatalogEntry(service_type, name, info.url(base, mounted=self.mounted))
             for info in (registry.REGISTRY[n] for n in self.names)
+            for service_type, name in info.catalog_types()
         ]
         await bootstrap(
             unit.service,

@@ -22,6 +22,12 @@ class ServiceInfo:
     version_path: str
     own_port: int
     factory: str
+    # More (type, name) catalog entries for the same endpoints (older service types).
+    aliases: tuple[tuple[str, str], ...] = ()
+
+    def catalog_types(self) -> list[tuple[str, str]]:
+        """Every (type, name) the service is listed under in the catalog."""
+        return [(self.type, self.catalog_name), *self.aliases]
 
     def url(self, base: str, *, mounted: bool = True) -> str:
         """Its catalog URL when the process listens at ``base``."""
@@ -43,6 +49,16 @@ REGISTRY: dict[str, ServiceInfo] = {
     ),
     "image": ServiceInfo(
         "image", "image", "glance", "/image", "", 9292, "onestack.image.unit:ImageUnit"
+    ),
+    "volume": ServiceInfo(
+        "volume",
+        "block-storage",
+        "cinderv3",
+        "/volume",
+        "/v3/%(project_id)s",
+        8776,
+        "onestack.volume.unit:VolumeUnit",
+        aliases=(("volumev3", "cinderv3"),),
     ),
     "object": ServiceInfo(
         "object",

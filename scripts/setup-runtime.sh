@@ -6,6 +6,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; t
 
 missing=()
 command -v qemu-img >/dev/null || missing+=(qemu-utils)   # image inspection: virtual sizes
+command -v qemu-storage-daemon >/dev/null || missing+=(qemu-system-common)   # volume NBD exports
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "installing: ${missing[*]}"
 as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 ||

@@ -53,6 +53,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--key-repository", help="shared Fernet key directory (identity)")
     serve.add_argument("--credential-key-repository", help="shared credential key directory")
 
+    agent = sub.add_parser("agent", help="run an agent of a service, for scale-out")
+    agent_sub = agent.add_subparsers(dest="agent", required=True)
+    for kind, text in (
+        ("volume", "a volume agent (one storage backend of one host)"),
+        ("backup", "a backup agent (volume backups into object storage)"),
+    ):
+        storage_agent = agent_sub.add_parser(kind, help=text)
+        _common(storage_agent)
+        storage_agent.add_argument("--host", help="this host's name (default: the hostname)")
+        if kind == "volume":
+            storage_agent.add_argument("--backend", help="backend name from [[volume.backends]]")
+
     db = sub.add_parser("db", help="database operations")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     sync = db_sub.add_parser("sync", help="create or upgrade service databases")
@@ -65,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from onestack.cli import objectstore
 
-    objectstore.add_commands(sub, _common)
+    objectstore.add_commands(sub, _common, agent_sub)
 
     identity = sub.add_parser("identity", help="identity operations")
     id_sub = identity.add_subparsers(dest="identity_command", required=True)
@@ -110,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
 
                 node_settings(args, settings)
             return run_serve(args, settings)
+        if args.command == "agent" and args.agent in ("volume", "backup"):
+            from onestack.cli.agents import run_agent
+
+            return run_agent(args, _settings(args))
         if args.command == "db":
             return asyncio.run(_db_sync(args))
         if args.command == "identity":

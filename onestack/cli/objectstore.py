@@ -13,8 +13,9 @@ from typing import Any
 from onestack.object.ring.ring import KINDS
 
 
-def add_commands(sub: Any, common: Any) -> None:
-    """Register the ring, node and agent subcommands on the top-level parser."""
+def add_commands(sub: Any, common: Any, agents: Any) -> None:
+    """Register the ring and node subcommands on the top-level parser, and the object
+    agents on ``onestack agent``'s subcommands (``agents``)."""
     ring = sub.add_parser("ring", help="build object storage rings (account, container, object)")
     ring_sub = ring.add_subparsers(dest="ring_command", required=True)
     create = ring_sub.add_parser("create", help="a new empty ring builder")
@@ -54,15 +55,15 @@ def add_commands(sub: Any, common: Any) -> None:
         cmd.add_argument("--rings-dir", type=Path, help="default <data dir>/rings")
         common(cmd)
 
-    agent = sub.add_parser("agent", help="run one object storage agent alone")
     from onestack.object.agents import AGENTS
 
-    agent.add_argument("agent", choices=AGENTS)
-    agent.add_argument("--node", help="ip:port of the storage node whose devices to work on")
-    agent.add_argument("--once", action="store_true", help="one pass, then exit")
-    agent.add_argument("--interval", type=float, help="seconds between passes")
-    _node_flags(agent)
-    common(agent)
+    for name in AGENTS:
+        agent = agents.add_parser(name, help=f"the object storage {name.replace('-', ' ')}")
+        agent.add_argument("--node", help="ip:port of the storage node whose devices to work on")
+        agent.add_argument("--once", action="store_true", help="one pass, then exit")
+        agent.add_argument("--interval", type=float, help="seconds between passes")
+        _node_flags(agent)
+        common(agent)
 
 
 def _node_flags(parser: argparse.ArgumentParser) -> None:

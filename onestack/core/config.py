@@ -44,6 +44,49 @@ class ImageSettings(BaseModel):
     quota_image_size_mib: int = 1 << 20
 
 
+class VolumeBackendSettings(BaseModel):
+    """One volume backend (``host@name``): its driver and what it offers the scheduler."""
+
+    name: str = "file"
+    driver: str = Field("file", description="file | fake (fake: scale tests only)")
+    # Empty: <data dir>/volumes/<name>.
+    path: str = ""
+    volume_format: str = Field("raw", pattern="^(raw|qcow2)$")
+    # 0: the size of the filesystem that holds the volumes.
+    total_capacity_gb: float = Field(0, ge=0)
+    max_over_subscription_ratio: float = Field(20.0, gt=0)
+    reserved_percentage: int = Field(0, ge=0, le=100)
+    availability_zone: str = "nova"
+    # Extra capabilities the scheduler matches against volume type extra specs.
+    capabilities: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
+class VolumeSettings(BaseModel):
+    """Cinder settings: backends served by this host's agents, defaults, quotas, backups."""
+
+    # Empty: this machine's hostname. Agents are ``<host>@<backend>``.
+    host: str = ""
+    backends: list[VolumeBackendSettings] = Field(default_factory=lambda: [VolumeBackendSettings()])
+    # None: agents run inside the API process exactly when the bus is in-process.
+    local_agents: bool | None = None
+    # The address remote compute hosts reach this host's NBD exports on.
+    export_address: str = "127.0.0.1"
+    default_volume_type: str = "__DEFAULT__"
+    default_availability_zone: str = "nova"
+    quota_volumes: int = 10
+    quota_gigabytes: int = 1000
+    quota_snapshots: int = 10
+    quota_backups: int = 10
+    quota_backup_gigabytes: int = 1000
+    quota_per_volume_gigabytes: int = -1
+    quota_groups: int = 10
+    backup_container: str = "volumebackups"
+    backup_chunk_size: int = Field(4 << 20, ge=1 << 16, description="bytes per object")
+    backup_compression: str = Field("zlib", pattern="^(zlib|none)$")
+    # Heartbeats every so many seconds; an agent silent for three of them is down.
+    report_interval: float = Field(10.0, gt=0)
+
+
 class ObjectSettings(BaseModel):
     """Swift settings: where rings and devices live, this process's node, the agents."""
 
@@ -118,6 +161,8 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     image: ImageSettings = Field(default_factory=ImageSettings)
+    volume: VolumeSettings = Field(default_factory=VolumeSettings)
+
     object: ObjectSettings = Field(default_factory=ObjectSettings)
     placement: PlacementSettings = Field(default_factory=PlacementSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)

@@ -252,7 +252,9 @@ def scale_out(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     )  # fmt: skip
     placement.wait_listening(placement_port)
     processes = [first, second, image, placement]
-    yield Deployment("scale-out", first_url, processes, other_auth_url=second_url)
+    deployment = Deployment("scale-out", first_url, processes, other_auth_url=second_url)
+    deployment.extra_env = {"root": str(root), "bus": bus}
+    yield deployment
     for process in (placement, image, second, first):
         assert process.stop() == 0, process.log.read_text()[-2000:]
 

@@ -1,0 +1,1 @@
+"""Block storage: the Cinder v3 API, its scheduler, volume and backup agents, drivers."""

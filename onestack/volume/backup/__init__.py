@@ -1,0 +1,1 @@
+"""The backup agent: volumes into object storage in compressed, hashed chunks, and back."""

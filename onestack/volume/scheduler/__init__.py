@@ -1,0 +1,1 @@
+"""The volume scheduler: filters and weighers over the backends the agents report."""
