@@ -1,0 +1,1 @@
+"""Hypervisor drivers behind the compute driver contract (``base.py``)."""
