@@ -120,6 +120,46 @@ class ObjectSettings(BaseModel):
     s3_domains: list[str] = Field(default_factory=lambda: ["s3.localhost", "localhost"])
 
 
+class ComputeSchedulerSettings(BaseModel):
+    """The compute filter scheduler: which filters and weighers run, and how weights count."""
+
+    enabled_filters: list[str] = Field(
+        default_factory=lambda: [
+            "ComputeFilter",
+            "AvailabilityZoneFilter",
+            "AggregateInstanceExtraSpecsFilter",
+            "ComputeCapabilitiesFilter",
+            "ImagePropertiesFilter",
+            "ServerGroupAntiAffinityFilter",
+            "ServerGroupAffinityFilter",
+            "SameHostFilter",
+            "DifferentHostFilter",
+            "AggregateMultiTenancyIsolation",
+        ]
+    )
+    enabled_weighers: list[str] = Field(
+        default_factory=lambda: [
+            "RAMWeigher",
+            "CPUWeigher",
+            "DiskWeigher",
+            "IoOpsWeigher",
+            "BuildFailureWeigher",
+            "ServerGroupSoftAffinityWeigher",
+            "ServerGroupSoftAntiAffinityWeigher",
+        ]
+    )
+    # Positive spreads (prefers the emptiest host), negative stacks.
+    ram_weight_multiplier: float = 1.0
+    cpu_weight_multiplier: float = 1.0
+    disk_weight_multiplier: float = 1.0
+    io_ops_weight_multiplier: float = -1.0
+    build_failure_weight_multiplier: float = 1000000.0
+    soft_affinity_weight_multiplier: float = Field(1.0, ge=0)
+    soft_anti_affinity_weight_multiplier: float = Field(1.0, ge=0)
+    # Pick at random among the best N hosts, so concurrent schedulers collide less.
+    host_subset_size: int = Field(1, ge=1)
+
+
 class PlacementSettings(BaseModel):
     """Placement settings."""
 
