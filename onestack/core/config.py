@@ -160,6 +160,43 @@ class ComputeSchedulerSettings(BaseModel):
     host_subset_size: int = Field(1, ge=1)
 
 
+class ComputeSettings(BaseModel):
+    """Nova settings: this host's agents, hypervisor driver, scheduling, quotas."""
+
+    # Empty: this machine's hostname (the one agent ``onestack up`` runs without fake hosts).
+    host: str = ""
+    # Empty: qemu when running as root and qemu-system-x86_64 exists, else fake.
+    driver: str = ""
+    # N > 0: ``onestack up`` runs N fake hosts host1..hostN in-process instead of one agent.
+    fake_hosts: int = Field(0, ge=0)
+    # None: agents run inside the API process exactly when the bus is in-process.
+    local_agents: bool | None = None
+    default_availability_zone: str = "nova"
+    # Heartbeats every so many seconds; an agent silent for three of them is down.
+    report_interval: float = Field(10.0, gt=0)
+    power_sync_interval: float = Field(60.0, gt=0)
+    # Build attempts per server across hosts (the first try plus reschedules).
+    max_attempts: int = Field(3, ge=1)
+    allocation_candidates_limit: int = Field(100, ge=1)
+    vif_plugging_timeout: float = Field(300.0, ge=0)
+    cpu_allocation_ratio: float = Field(16.0, gt=0)
+    ram_allocation_ratio: float = Field(1.5, gt=0)
+    disk_allocation_ratio: float = Field(1.0, gt=0)
+    # The simulated host of the fake driver.
+    fake_vcpus: int = Field(32, ge=1)
+    fake_memory_mb: int = Field(131072, ge=1)
+    fake_disk_gb: int = Field(2048, ge=1)
+    fake_boot_delay: float = Field(0.0, ge=0)
+    quota_instances: int = 10
+    quota_cores: int = 20
+    quota_ram: int = 51200
+    quota_key_pairs: int = 100
+    quota_server_groups: int = 10
+    quota_server_group_members: int = 10
+    quota_metadata_items: int = 128
+    scheduler: ComputeSchedulerSettings = Field(default_factory=ComputeSchedulerSettings)
+
+
 class PlacementSettings(BaseModel):
     """Placement settings."""
 
@@ -202,6 +239,7 @@ class Settings(BaseSettings):
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     image: ImageSettings = Field(default_factory=ImageSettings)
     volume: VolumeSettings = Field(default_factory=VolumeSettings)
+    compute: ComputeSettings = Field(default_factory=ComputeSettings)
 
     object: ObjectSettings = Field(default_factory=ObjectSettings)
     placement: PlacementSettings = Field(default_factory=PlacementSettings)

@@ -1,0 +1,1 @@
+"""The Nova v2.1 API, one module per resource."""

@@ -1,0 +1,85 @@
+"""The compute API as an ASGI app."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from onestack.compute.api import versions
+from onestack.compute.api.common import MICROVERSIONS
+from onestack.compute.service import ComputeService
+from onestack.core.asgi.app import service_app
+from onestack.core.asgi.errors import nova_error
+from onestack.core.asgi.routing import route_path
+from onestack.core.auth.middleware import TokenMiddleware, TokenValidator
+
+# Each resource module has a ``routes`` table; add new ones here.
+MODULES = (versions,)
+
+
+def is_public(method: str, path: str) -> bool:
+    """Version documents, health and metrics need no token."""
+    return path in ("/", "/v2.1", "/v2.1/", "/healthcheck", "/metrics")
+
+
+class NovaRequests:
+    """Nova's URL and version conventions, before routing.
+
+    ``/v2.1/{project_id}/servers`` and ``/v2.1/servers`` reach the same handlers (a first
+    segment that is no collection name is dropped). The microversion is negotiated for
+    every ``/v2.1/...`` request (406 when unsupported, 400 when garbage) and echoed in
+    ``OpenStack-API-Version`` and ``X-OpenStack-Nova-API-Version`` on the response.
+    """
+
+    def __init__(self, app: ASGIApp, collections: set[str]):
+        self.app = app
+        self.collections = collections
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = route_path(scope)
+        parts = path.split("/")
+        if len(parts) > 3 and parts[1] == "v2.1" and parts[2] not in self.collections:
+            stripped = "/".join(parts[:2] + parts[3:])
+            prefix = scope["path"][: len(scope["path"]) - len(path)]
+            scope = {**scope, "path": prefix + stripped, "raw_path": (prefix + stripped).encode()}
+        if not path.startswith("/v2.1/") or path == "/v2.1/":
+            await self.app(scope, receive, send)
+            return
+        chosen = MICROVERSIONS.negotiate(Request(scope))
+        scope.setdefault("state", {})["microversion"] = chosen
+        headers = [
+            (k.lower().encode(), v.encode())
+            for k, v in MICROVERSIONS.response_headers(chosen).items()
+        ]
+
+        async def send_with_version(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *headers]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_version)
+
+
+def build_app(service: ComputeService, validator: TokenValidator) -> Starlette:
+    """The Nova v2.1 API of ``service``."""
+    routes = [route for module in MODULES for route in module.routes.routes]
+    collections = {
+        route.path.split("/")[2]
+        for route in routes
+        if route.path.startswith("/v2.1/") and len(route.path.split("/")) > 2
+    }
+    app = service_app(
+        "compute",
+        routes,
+        nova_error,
+        middleware=[
+            (NovaRequests, {"collections": collections - {""}}),
+            (TokenMiddleware, {"validator": validator, "is_public": is_public}),
+        ],
+    )
+    app.state.compute = service
+    return app
