@@ -6,7 +6,19 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from onestack.compute.api import versions
+from onestack.compute.api import (
+    aggregates,
+    availability_zones,
+    hypervisors,
+    instance_actions,
+    limits,
+    migrations,
+    quota_sets,
+    server_groups,
+    services,
+    tenant_usage,
+    versions,
+)
 from onestack.compute.api.common import MICROVERSIONS
 from onestack.compute.service import ComputeService
 from onestack.core.asgi.app import service_app
@@ -15,7 +27,19 @@ from onestack.core.asgi.routing import route_path
 from onestack.core.auth.middleware import TokenMiddleware, TokenValidator
 
 # Each resource module has a ``routes`` table; add new ones here.
-MODULES = (versions,)
+MODULES = (
+    versions,
+    aggregates,
+    availability_zones,
+    hypervisors,
+    services,
+    server_groups,
+    quota_sets,
+    limits,
+    tenant_usage,
+    migrations,
+    instance_actions,
+)
 
 
 def is_public(method: str, path: str) -> bool:
