@@ -22,6 +22,9 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     settings = load_settings(data_dir=data_dir, **overrides)
     settings.identity.argon2_time_cost = 1
     settings.identity.argon2_memory_kib = 1024
+    # In-process clouds build no real data plane (the system tests ask for linuxbridge).
+    if "network" not in overrides:
+        settings.network.driver = settings.network.driver or "noop"
     return settings
 
 

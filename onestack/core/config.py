@@ -197,6 +197,20 @@ class ComputeSettings(BaseModel):
     scheduler: ComputeSchedulerSettings = Field(default_factory=ComputeSchedulerSettings)
 
 
+class NetworkSettings(BaseModel):
+    """Neutron settings: the data-plane driver and this host's network agent."""
+
+    # Empty: linuxbridge when running as root with ip, nft and dnsmasq present, else noop.
+    driver: str = ""
+    # Empty: this machine's hostname.
+    host: str = ""
+    # None: the agent runs inside the API process exactly when the bus is in-process.
+    local_agent: bool | None = None
+    report_interval: float = Field(10.0, gt=0)
+    # How often the agent looks for taps that appeared on or left its bridges.
+    scan_interval: float = Field(0.5, gt=0)
+
+
 class PlacementSettings(BaseModel):
     """Placement settings."""
 
@@ -243,6 +257,7 @@ class Settings(BaseSettings):
 
     object: ObjectSettings = Field(default_factory=ObjectSettings)
     placement: PlacementSettings = Field(default_factory=PlacementSettings)
+    network: NetworkSettings = Field(default_factory=NetworkSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     # Where services find identity when they run apart from it.

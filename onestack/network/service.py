@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import socket
 from pathlib import Path
+from typing import Any
 
+from onestack.core.asgi.errors import APIError
 from onestack.core.auth.policy import PolicyEngine
+from onestack.core.bus.base import Bus
+from onestack.core.client import ServiceClient
 from onestack.core.config import Settings
 from onestack.core.db import Database
 from onestack.core.heartbeat import PeriodicTask, ServiceRegistry
 from onestack.core.quota import QuotaEngine
+from onestack.network.drivers import make_driver
 from onestack.network.drivers.base import NetworkDriver
-from onestack.network.drivers.noop import NoopDriver
 from onestack.network.models import QUOTA_TABLES, SERVICE_TABLES
 from onestack.network.policies import RULES
+from onestack.network.topology import AGENTS
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 AGENT_BINARY = "onestack-network-agent"
@@ -32,11 +41,18 @@ QUOTA_DEFAULTS = {
 class NetworkService:
     """Everything the network API handlers need, built once per process."""
 
-    def __init__(self, settings: Settings):
+    def __init__(
+        self, settings: Settings, bus: Bus | None = None, client: ServiceClient | None = None
+    ):
         self.settings = settings
+        self.bus = bus
+        self.client = client
         self.db = Database(settings.database_url("network"), MIGRATIONS)
         self.quotas = QuotaEngine(self.db, QUOTA_TABLES, QUOTA_DEFAULTS)
-        self.driver: NetworkDriver = NoopDriver()
+        self.driver: NetworkDriver = make_driver(settings)
+        # What each host's agent detected, from its latest heartbeat.
+        self.agent_configurations: dict[str, dict[str, Any]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self.host = socket.gethostname()
         self.agents = ServiceRegistry(self.db, SERVICE_TABLES, down_after=HEARTBEAT * 3)
         self._heartbeat = PeriodicTask("network-agent-heartbeat", HEARTBEAT, self._beat)
@@ -50,12 +66,49 @@ class NetworkService:
     async def start(self) -> None:
         """Migrate, and start this host's agent heartbeat (agents show up in /v2.0/agents)."""
         await self.db.sync_schema()
-        await self._beat()
-        self._heartbeat.start()
+        if self.driver.name == "noop":
+            # No agent runs for noop: the service itself stands in as this host's agent.
+            await self._beat()
+            self._heartbeat.start()
 
     async def _beat(self) -> None:
         await self.agents.record(self.host, AGENT_BINARY, topic="network.agent")
 
+    async def record_agent(self, host: str, configurations: dict[str, Any]) -> None:
+        """A heartbeat of ``host``'s agent."""
+        self.agent_configurations[host] = configurations
+        await self.agents.record(host, AGENT_BINARY, topic=f"network-agent.{host}")
+
+    def changed(self) -> None:
+        """The API changed something: every agent re-reads the desired state."""
+        if self.bus is None or self.driver.name == "noop":
+            return
+        self._spawn(self.bus.fanout(AGENTS, "sync"))
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def notify_compute(self, events: list[dict[str, Any]]) -> None:
+        """Post external events (network-vif-plugged ...) to compute, when there is one."""
+        if self.client is None:
+            return
+        try:
+            response = await self.client.request(
+                "compute", "POST", "/os-server-external-events", json={"events": events}
+            )
+        except APIError as exc:
+            log.info("no compute service to tell %s: %s", [e["name"] for e in events], exc)
+            return
+        except Exception as exc:
+            log.warning("compute did not take events %s: %s", events, exc)
+            return
+        if response.status_code >= 400 and response.status_code != 404:
+            log.warning("compute answered %s to events: %s", response.status_code, response.text)
+
     async def stop(self) -> None:
         await self._heartbeat.stop()
+        for task in list(self._tasks):
+            task.cancel()
         await self.db.close()

@@ -15,13 +15,19 @@ from onestack.network.api.common import body_of, enforce, not_found, service
 from onestack.network.views import iso_time
 
 routes = RouteTable()
+AGENT_TYPES = {"linuxbridge": "Linux bridge agent"}
 
 
 def _view(request: Request, record: ServiceRecord) -> dict[str, Any]:
-    driver = service(request).driver
+    network = service(request)
+    driver = network.driver
+    configurations = network.agent_configurations.get(record.host) or {
+        "driver": driver.name,
+        "network_types": sorted(driver.network_types),
+    }
     return {
         "id": record.id,
-        "agent_type": f"{driver.name} agent",
+        "agent_type": AGENT_TYPES.get(driver.name, f"{driver.name} agent"),
         "binary": record.binary,
         "host": record.host,
         "topic": record.topic,
@@ -29,10 +35,7 @@ def _view(request: Request, record: ServiceRecord) -> dict[str, Any]:
         "admin_state_up": not record.disabled,
         "availability_zone": record.zone,
         "description": record.disabled_reason,
-        "configurations": {
-            "driver": driver.name,
-            "network_types": sorted(driver.network_types),
-        },
+        "configurations": configurations,
         "created_at": iso_time(record.created_at),
         "started_at": iso_time(record.created_at),
         "heartbeat_timestamp": iso_time(record.last_seen_at),

@@ -1,0 +1,279 @@
+"""The network agent of one host: builds the linuxbridge data plane the service describes.
+
+It consumes ``sync`` (fanned out on ``network-agents``, or sent to
+``network-agent.<host>``), asks ``network-reports`` for the desired state and
+reconciles the host to it: bridges, the external uplink, DHCP namespaces with
+dnsmasq and the metadata proxy, router namespaces with NAT, and the security-group
+tables; whatever carries our names but is no longer wanted is removed. It watches
+its bridges for taps and reports ports wired (ACTIVE) or gone (DOWN), and sends a
+heartbeat with what it detected on the host. It never touches the database.
+Runs inside ``onestack up`` or alone: ``onestack agent network --host H``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import ipaddress
+import json
+import logging
+import shutil
+import socket
+from typing import Any
+
+from onestack.core.asgi.errors import APIError
+from onestack.core.bus.base import Bus, Consumer
+from onestack.core.client import ServiceClient
+from onestack.core.config import Settings
+from onestack.core.heartbeat import PeriodicTask
+from onestack.network.drivers.linuxbridge import bridges, commands, dhcp, firewall, routers
+from onestack.network.drivers.linuxbridge.features import detect
+from onestack.network.drivers.linuxbridge.metadata import MetadataProxy
+from onestack.network.topology import AGENTS, DHCP_OWNER, REPORTS, agent_topic
+
+log = logging.getLogger(__name__)
+
+ROUTER_OWNERS = (routers.GATEWAY_OWNER, routers.INTERFACE_OWNER)
+
+
+def metadata_secret(settings: Settings) -> str:
+    """The secret shared with compute's metadata service (see the contract)."""
+    given = str(getattr(settings, "metadata_secret", "") or "")
+    if given:
+        return given
+    from onestack.cloud import read_or_create_secret
+
+    return read_or_create_secret(settings.data_dir / "metadata-secret")
+
+
+class NetworkAgent:
+    """Reconciles this host's data plane; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        bus: Bus,
+        *,
+        host: str | None = None,
+        client: ServiceClient | None = None,
+    ):
+        self.settings = settings
+        self.bus = bus
+        self.host = host or settings.network.host or socket.gethostname()
+        self.client = client
+        self.features = detect()
+        self.dhcp_root = settings.data_dir / "network" / "dhcp"
+        # Names this deployment built on the host (several clouds may share one host:
+        # only our own leftovers are ours to remove), and the tag of our nft tables.
+        self.owned_file = settings.data_dir / "network" / "owned.json"
+        self.tag = hashlib.sha256(str(settings.data_dir.resolve()).encode()).hexdigest()[:8]
+        self.metadata = MetadataProxy(metadata_secret(settings), self._metadata_upstream)
+        # Ports of the latest state, and which of them this agent last reported wired.
+        self.ports: dict[str, dict[str, Any]] = {}
+        self.reported: dict[str, bool] = {}
+        self.synced = asyncio.Event()
+        self._dirty = asyncio.Event()
+        self._consumers: list[Consumer] = []
+        self._worker: asyncio.Task[None] | None = None
+        self._heartbeat = PeriodicTask(
+            f"network-agent-{self.host}", settings.network.report_interval, self.report_alive
+        )
+        self._scanner = PeriodicTask(
+            f"network-agent-scan-{self.host}", settings.network.scan_interval, self.scan
+        )
+        self._upstream: str | None = None
+
+    async def start(self) -> None:
+        """Report in, take messages, and reconcile once from the service's state."""
+        if not (self.features.root and self.features.tools):
+            raise RuntimeError("the linuxbridge agent needs root and ip, nft and dnsmasq")
+        self.dhcp_root.mkdir(parents=True, exist_ok=True)
+        inbox = AgentInbox(self)
+        self._consumers = [
+            await self.bus.consume(AGENTS, inbox, fanout=True),
+            await self.bus.consume(agent_topic(self.host), inbox),
+        ]
+        await self.report_alive()
+        self._heartbeat.start()
+        self._worker = asyncio.get_running_loop().create_task(self._work())
+        self._dirty.set()
+        self._scanner.start()
+
+    async def stop(self) -> None:
+        """Stop taking work; the data plane stays up (guests keep their network)."""
+        await self._scanner.stop()
+        await self._heartbeat.stop()
+        for consumer in self._consumers:
+            await consumer.stop()
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        await self.metadata.close()
+
+    # Messages -------------------------------------------------------------------------
+
+    async def sync(self) -> None:
+        """Something changed: reconcile soon (requests arriving together coalesce)."""
+        self.synced.clear()
+        self._dirty.set()
+
+    async def report_alive(self) -> None:
+        await self.bus.cast(
+            REPORTS, "agent_heartbeat", host=self.host, configurations=self.configurations()
+        )
+
+    def configurations(self) -> dict[str, Any]:
+        """What ``network agent show`` lists under configurations."""
+        return {
+            "driver": "linuxbridge",
+            "network_types": sorted(self.features.network_types()),
+            "features": self.features.as_dict(),
+            "devices": sum(1 for wired in self.reported.values() if wired),
+        }
+
+    # Reconciling ------------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            try:
+                state = await self.bus.call(REPORTS, "get_state", host=self.host, timeout=60)
+                await self.apply(state)
+                await self.scan()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("network agent %s could not reconcile; retrying", self.host)
+                await asyncio.sleep(2)
+                self._dirty.set()
+                continue
+            if not self._dirty.is_set():
+                self.synced.set()
+
+    async def apply(self, state: dict[str, Any]) -> None:
+        """Make the host match ``state``, removing our leftovers of deleted resources."""
+        networks = {n["id"]: n for n in state["networks"]}
+        ports = state["ports"]
+        self.ports = {p["id"]: p for p in ports}
+        by_network: dict[str, list[dict[str, Any]]] = {}
+        for port in ports:
+            by_network.setdefault(port["network_id"], []).append(port)
+        for network in networks.values():
+            await bridges.ensure_bridge(bridges.bridge_name(network["id"]), network["mtu"])
+            if network["external"]:
+                await bridges.ensure_uplink(network["id"], bridges.bridge_name(network["id"]),
+                                            _gateways(network), network["mtu"])  # fmt: skip
+        wanted_dhcp = set()
+        for network_id, members in by_network.items():
+            network = networks.get(network_id)
+            dhcp_port = next((p for p in members if p["device_owner"] == DHCP_OWNER), None)
+            if network is None or dhcp_port is None or not dhcp_port["fixed_ips"]:
+                continue
+            wanted_dhcp.add(dhcp.namespace(network_id))
+            await dhcp.DhcpServer(self.dhcp_root, network_id).ensure(network, dhcp_port, members)
+            await self.metadata.serve(network_id, dhcp.namespace(network_id), dhcp.METADATA_ADDRESS)
+        self.metadata.ports = {
+            (p["network_id"], ip["ip_address"]): p for p in ports for ip in p["fixed_ips"]
+        }
+        wanted_routers = set()
+        for router in state["routers"]:
+            legs = [
+                p for p in ports if p["device_id"] == router["id"] and p["device_owner"] in
+                ROUTER_OWNERS
+            ]  # fmt: skip
+            wanted_routers.add(routers.namespace(router["id"]))
+            await routers.ensure(router, legs, networks)
+        await commands.nft(firewall.ruleset(ports, state["security_groups"], self.tag))
+        wanted = wanted_dhcp | wanted_routers | {bridges.bridge_name(n) for n in networks}
+        wanted |= {bridges.uplink_names(n)[0] for n, net in networks.items() if net["external"]}
+        owned = self._owned() | wanted
+        self._save_owned(owned)
+        await self._remove_leftovers(owned - wanted)
+        self._save_owned(wanted)
+
+    def _owned(self) -> set[str]:
+        try:
+            return set(json.loads(self.owned_file.read_text()))
+        except (OSError, ValueError):
+            return set()
+
+    def _save_owned(self, names: set[str]) -> None:
+        self.owned_file.parent.mkdir(parents=True, exist_ok=True)
+        self.owned_file.write_text(json.dumps(sorted(names)))
+
+    async def _remove_leftovers(self, names: set[str]) -> None:
+        """Remove namespaces, bridges and uplinks we built whose resources are gone."""
+        namespaces = await commands.namespaces()
+        links = {link["ifname"] for link in await commands.links()}
+        for name in sorted(names):
+            if name.startswith(dhcp.NAMESPACE_PREFIX):
+                network_id = name.removeprefix(dhcp.NAMESPACE_PREFIX)
+                await self.metadata.forget(network_id)
+                await dhcp.DhcpServer(self.dhcp_root, network_id).remove()
+            elif name.startswith(routers.NAMESPACE_PREFIX) and name in namespaces:
+                await routers.remove(name.removeprefix(routers.NAMESPACE_PREFIX))
+            elif name in links:
+                await commands.delete_link(name)
+
+    async def teardown(self) -> None:
+        """Remove everything this data plane built on the host (tests, decommissioning)."""
+        await self.apply({"networks": [], "ports": [], "routers": [], "security_groups": {}})
+        await commands.nft(firewall.teardown(self.tag))
+        shutil.rmtree(self.dhcp_root, ignore_errors=True)
+
+    # Wiring -------------------------------------------------------------------------------
+
+    async def scan(self) -> None:
+        """Report ports whose device appeared on (or left) their bridge."""
+        if not self.ports:
+            return
+        masters = {link["ifname"]: link.get("master") for link in await commands.links()}
+        active: list[str] = []
+        down: list[str] = []
+        for port in self.ports.values():
+            ours = port["device_owner"].startswith("network:") or (
+                port["binding_host_id"] == self.host
+            )
+            wired = masters.get(bridges.tap_name(port["id"])) == bridges.bridge_name(
+                port["network_id"]
+            )
+            if not wired and not ours:
+                continue
+            self.reported[port["id"]] = wired
+            if (port["status"] == "ACTIVE") == wired:
+                continue
+            port["status"] = "ACTIVE" if wired else "DOWN"
+            (active if wired else down).append(port["id"])
+        if active or down:
+            await self.bus.cast(REPORTS, "ports_wired", host=self.host, active=active, down=down)
+
+    async def _metadata_upstream(self) -> str | None:
+        if self._upstream is None and self.client is not None:
+            try:
+                compute = await self.client.endpoint("compute")
+            except APIError:
+                return None
+            self._upstream = compute.replace("/v2.1", "/metadata")
+        return self._upstream
+
+
+class AgentInbox:
+    """What the bus may ask of the agent: only to resync."""
+
+    def __init__(self, agent: NetworkAgent):
+        self.agent = agent
+
+    async def sync(self) -> None:
+        await self.agent.sync()
+
+
+def _gateways(network: dict[str, Any]) -> list[str]:
+    """The host's addresses on an external network: its subnets' gateways."""
+    return [
+        f"{s['gateway_ip']}/{ipaddress.ip_network(s['cidr']).prefixlen}"
+        for s in network["subnets"]
+        if s.get("gateway_ip")
+    ]

@@ -1,0 +1,209 @@
+"""Security groups and anti-spoofing as nftables rules on the bridge ports.
+
+Two tables, each replaced atomically as a whole on every change (so a deleted port
+or group leaves nothing behind):
+
+- ``bridge onestack_antispoof_<tag>``: frames a guest sends must carry its MAC and
+  addresses (or an allowed address pair's), and it may not answer DHCP.
+- ``inet onestack_sg_<tag>``: bridged IP traffic (seen through br_netfilter, hence
+  connection tracking: stateful rules) passes each port's egress chain, then the
+  destination port's ingress chain; both end in drop, so ingress is denied unless
+  a rule allows it. Ports are told apart by their bridge and their (anti-spoofed)
+  addresses.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from onestack.network.drivers.linuxbridge.bridges import BRIDGE_PREFIX, bridge_name, tap_name
+
+ANTISPOOF_PREFIX = "onestack_antispoof_"
+GROUPS_PREFIX = "onestack_sg_"
+PROTOCOLS = {
+    "tcp": "tcp",
+    "6": "tcp",
+    "udp": "udp",
+    "17": "udp",
+    "icmp": "icmp",
+    "1": "icmp",
+    "ipv6-icmp": "icmpv6",
+    "icmpv6": "icmpv6",
+    "58": "icmpv6",
+}
+
+
+def _set(items: list[str]) -> str:
+    return "{ " + ", ".join(items) + " }"
+
+
+def _chain_id(port_id: str) -> str:
+    return port_id.replace("-", "")[:16]
+
+
+def secured(port: dict[str, Any]) -> bool:
+    """Whether the port gets filtering: a guest's port with port security on."""
+    return bool(port["port_security_enabled"]) and not port["device_owner"].startswith("network:")
+
+
+def _addresses(port: dict[str, Any], version: int) -> list[str]:
+    found = [ip["ip_address"] for ip in port["fixed_ips"]]
+    found += [pair["ip_address"] for pair in port.get("allowed_address_pairs", [])]
+    return [
+        str(ipaddress.ip_network(a, strict=False))
+        for a in found
+        if ipaddress.ip_network(a, strict=False).version == version
+    ]
+
+
+def _antispoof_chain(port: dict[str, Any]) -> list[str]:
+    name = f"spoof_{_chain_id(port['id'])}"
+    macs = {port["mac_address"]} | {
+        p.get("mac_address") or port["mac_address"] for p in port.get("allowed_address_pairs", [])
+    }
+    v4 = [*_addresses(port, 4), "0.0.0.0"]
+    v6 = [*_addresses(port, 6), "fe80::/64", "::"]
+    return [
+        f"  chain {name} {{",
+        f"    ether saddr != {_set(sorted(macs))} drop",
+        f"    arp saddr ip != {_set(v4)} drop",
+        "    ether type ip udp sport 67 drop",
+        f"    ether type ip ip saddr != {_set(v4)} drop",
+        "    ether type ip6 udp sport 547 drop",
+        f"    ether type ip6 ip6 saddr != {_set(v6)} drop",
+        "  }",
+    ]
+
+
+def _match(rule: dict[str, Any], members: dict[str, list[str]], version: int) -> str | None:
+    """The nft match of one security group rule, or None when it can match nothing."""
+    family = "ip" if version == 4 else "ip6"
+    direction = rule["direction"]
+    peer = "saddr" if direction == "ingress" else "daddr"
+    parts = [f"meta nfproto {'ipv4' if version == 4 else 'ipv6'}"]
+    if rule.get("remote_ip_prefix"):
+        parts.append(f"{family} {peer} {rule['remote_ip_prefix']}")
+    elif rule.get("remote_group_id"):
+        addresses = [
+            a
+            for a in members.get(rule["remote_group_id"], [])
+            if ipaddress.ip_address(a).version == version
+        ]
+        if not addresses:
+            return None
+        parts.append(f"{family} {peer} {_set(addresses)}")
+    protocol = rule.get("protocol")
+    if protocol not in (None, "", "any"):
+        name = PROTOCOLS.get(str(protocol).lower())
+        low, high = rule.get("port_range_min"), rule.get("port_range_max")
+        if name in ("tcp", "udp"):
+            parts.append(f"meta l4proto {name}")
+            if low is not None:
+                parts.append(f"{name} dport {low}-{high if high is not None else low}")
+        elif name in ("icmp", "icmpv6"):
+            parts.append(f"meta l4proto {'icmp' if version == 4 else 'ipv6-icmp'}")
+            if low is not None:
+                parts.append(f"{name} type {low}")
+                if high is not None:
+                    parts.append(f"{name} code {high}")
+        else:
+            parts.append(f"meta l4proto {int(protocol)}")
+    return " ".join(parts)
+
+
+def _group_chains(
+    port: dict[str, Any], groups: dict[str, dict[str, Any]], members: dict[str, list[str]]
+) -> list[str]:
+    ident = _chain_id(port["id"])
+    rules = [rule for g in port["security_groups"] for rule in groups.get(g, {}).get("rules", [])]
+    lines = [
+        f"  chain egress_{ident} {{",
+        "    ct state established,related return",
+        "    ct state invalid drop",
+    ]
+    for rule in rules:
+        for version in (4, 6):
+            if rule["direction"] == "egress" and rule["ethertype"] == f"IPv{version}":
+                match = _match(rule, members, version)
+                if match:
+                    lines.append(f"    {match} return")
+    lines += [
+        "    drop",
+        "  }",
+        f"  chain ingress_{ident} {{",
+        "    ct state established,related accept",
+        "    ct state invalid drop",
+        "    meta nfproto ipv4 udp sport 67 udp dport 68 accept",
+        "    meta nfproto ipv6 meta l4proto ipv6-icmp accept",
+    ]
+    for rule in rules:
+        for version in (4, 6):
+            if rule["direction"] == "ingress" and rule["ethertype"] == f"IPv{version}":
+                match = _match(rule, members, version)
+                if match:
+                    lines.append(f"    {match} accept")
+    lines += ["    drop", "  }"]
+    return lines
+
+
+def ruleset(ports: list[dict[str, Any]], groups: dict[str, dict[str, Any]], tag: str) -> str:
+    """Both tables for ``ports`` (as the service describes them), replacing what was there.
+
+    ``groups`` maps a group id to ``{"rules": [...], "members": [addresses]}``; ``tag``
+    names this deployment's tables (several clouds may share a host; their tables compose:
+    a drop in any is final).
+    """
+    spoof_table = f"{ANTISPOOF_PREFIX}{tag}"
+    group_table = f"{GROUPS_PREFIX}{tag}"
+    members = {gid: group.get("members", []) for gid, group in groups.items()}
+    protected = [p for p in ports if secured(p)]
+    spoof = [
+        f"table bridge {spoof_table}",
+        f"delete table bridge {spoof_table}",
+        f"table bridge {spoof_table} {{",
+        "  chain prerouting {",
+        "    type filter hook prerouting priority -300; policy accept;",
+    ]
+    spoof += [
+        f'    iifname "{tap_name(p["id"])}" jump spoof_{_chain_id(p["id"])}' for p in protected
+    ]
+    spoof.append("  }")
+    for port in protected:
+        spoof += _antispoof_chain(port)
+    spoof.append("}")
+    filters = [
+        f"table inet {group_table}",
+        f"delete table inet {group_table}",
+        f"table inet {group_table} {{",
+        "  chain forward {",
+        "    type filter hook forward priority 0; policy accept;",
+        f'    iifname "{BRIDGE_PREFIX}*" jump ports',
+        "  }",
+        "  chain ports {",
+    ]
+    for direction, key, peer in (("egress", "iifname", "saddr"), ("ingress", "oifname", "daddr")):
+        for port in protected:
+            bridge = bridge_name(port["network_id"])
+            for version, family in ((4, "ip"), (6, "ip6")):
+                addresses = [a for a in _addresses(port, version)]
+                if addresses:
+                    filters.append(
+                        f'    {key} "{bridge}" {family} {peer} {_set(addresses)} '
+                        f"jump {direction}_{_chain_id(port['id'])}"
+                    )
+    filters.append("  }")
+    for port in protected:
+        filters += _group_chains(port, groups, members)
+    filters.append("}")
+    return "\n".join(spoof + filters) + "\n"
+
+
+def teardown(tag: str) -> str:
+    """A ruleset that removes both tables of the deployment ``tag``."""
+    spoof_table = f"{ANTISPOOF_PREFIX}{tag}"
+    group_table = f"{GROUPS_PREFIX}{tag}"
+    return (
+        f"table bridge {spoof_table}\ndelete table bridge {spoof_table}\n"
+        f"table inet {group_table}\ndelete table inet {group_table}\n"
+    )
