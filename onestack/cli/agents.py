@@ -38,6 +38,10 @@ def _build(kind: str, args: argparse.Namespace, settings: Settings, bus: Any, cl
 
         backend = backend_settings(settings, getattr(args, "backend", None) or "file")
         return VolumeAgent(settings, bus, backend, host=args.host, client=client)
+    if kind == "network":
+        from onestack.network.agent import NetworkAgent
+
+        return NetworkAgent(settings, bus, host=args.host, client=client)
     from onestack.volume.backup.agent import BackupAgent
 
     return BackupAgent(settings, bus, host=args.host, client=client)

@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
         if kind == "volume":
             storage_agent.add_argument("--backend", help="backend name from [[volume.backends]]")
 
+    network_agent = agent_sub.add_parser("network", help="a network agent (this host's data plane)")
+    _common(network_agent)
+    network_agent.add_argument("--host", help="this host's name (default: the hostname)")
+
     db = sub.add_parser("db", help="database operations")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     sync = db_sub.add_parser("sync", help="create or upgrade service databases")
@@ -122,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
 
                 node_settings(args, settings)
             return run_serve(args, settings)
+        if args.command == "agent" and args.agent == "network":
+            from onestack.cli.agents import run_agent
+
+            return run_agent(args, _settings(args))
         if args.command == "agent" and args.agent in ("volume", "backup"):
             from onestack.cli.agents import run_agent
 
