@@ -78,6 +78,15 @@ REGISTRY: dict[str, ServiceInfo] = {
         8778,
         "onestack.placement.unit:PlacementUnit",
     ),
+    "compute": ServiceInfo(
+        "compute",
+        "compute",
+        "nova",
+        "/compute",
+        "/v2.1",
+        8774,
+        "onestack.compute.unit:ComputeUnit",
+    ),
 }
 
 

@@ -33,6 +33,10 @@ def _client(settings: Settings) -> ServiceClient | None:
 
 
 def _build(kind: str, args: argparse.Namespace, settings: Settings, bus: Any, client: Any) -> Any:
+    if kind == "compute":
+        from onestack.compute.agent import ComputeAgent
+
+        return ComputeAgent(settings, bus, host=args.host, driver=args.driver, client=client)
     if kind == "volume":
         from onestack.volume.agent import VolumeAgent, backend_settings
 

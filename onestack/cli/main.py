@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, help="port to listen on (default 8000)")
     up.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     up.add_argument("--admin-password", help="admin password (default: generated and kept)")
+    up.add_argument("--fake-hosts", type=int, help="run N simulated compute hosts host1..hostN")
 
     serve = sub.add_parser("serve", help="run one service alone, for scale-out")
     serve.add_argument("service", help="service to run, e.g. identity, or object-node")
@@ -64,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
         storage_agent.add_argument("--host", help="this host's name (default: the hostname)")
         if kind == "volume":
             storage_agent.add_argument("--backend", help="backend name from [[volume.backends]]")
+    compute_agent = agent_sub.add_parser("compute", help="a compute agent (one hypervisor host)")
+    _common(compute_agent)
+    compute_agent.add_argument("--host", help="this host's name (default: the hostname)")
+    compute_agent.add_argument("--driver", help="fake or qemu (default: qemu when root, else fake)")
 
     network_agent = agent_sub.add_parser("network", help="a network agent (this host's data plane)")
     _common(network_agent)
@@ -106,7 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             from onestack.cli.run import run_up
 
-            return run_up(args, _settings(args, port=args.port, host=args.host), STARTED)
+            settings = _settings(args, port=args.port, host=args.host)
+            if args.fake_hosts is not None:
+                settings.compute.fake_hosts = args.fake_hosts
+            return run_up(args, settings, STARTED)
         if args.command == "serve" and args.service == "object-node":
             from onestack.cli.objectstore import run_node
 
@@ -130,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             from onestack.cli.agents import run_agent
 
             return run_agent(args, _settings(args))
-        if args.command == "agent" and args.agent in ("volume", "backup"):
+        if args.command == "agent" and args.agent in ("volume", "backup", "compute"):
             from onestack.cli.agents import run_agent
 
             return run_agent(args, _settings(args))

@@ -118,6 +118,9 @@ class ComputeDriver(abc.ABC):
         "supports_rescue": False,
         "supports_suspend": False,
     }
+    # Whether spawn plugs the tap devices itself: the agent then waits for the network's
+    # ``network-vif-plugged`` event of each "bridge" port before reporting the server up.
+    plugs_vifs: bool = False
 
     @abc.abstractmethod
     async def init_host(self, host: str) -> None:
