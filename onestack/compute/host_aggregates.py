@@ -93,7 +93,13 @@ async def mirror_to_placement(
         try:
             current = await client.request("placement", "GET", path, headers=PLACEMENT_VERSION)
             if current.status_code != 200:
-                log.warning("placement has no provider %s for host %s", node_uuid, host)
+                log.warning(
+                    "placement has no provider %s for host %s: %s %s",
+                    node_uuid,
+                    host,
+                    current.status_code,
+                    current.text[:200],
+                )
                 continue
             body = current.json()
             members = set(body.get("aggregates", []))
