@@ -3,8 +3,30 @@
 from __future__ import annotations
 
 import ipaddress
+import subprocess
+import time
 
 from tests.acceptance.conftest import Deployment, unique
+
+
+def data_plane(cloud: Deployment) -> dict[str, object]:
+    """The configurations the cloud's network agent reports (driver, detected features)."""
+    [agent] = cloud.json("network", "agent", "list")
+    configurations: dict[str, object] = cloud.json("network", "agent", "show", agent["ID"])[
+        "configuration"
+    ]
+    return configurations
+
+
+def host_leftovers(*ids: str) -> list[str]:
+    """Namespaces and links of this host that still carry one of ``ids`` (or its prefix)."""
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    found = []
+    for ident in ids:
+        found += [line for line in namespaces.splitlines() if ident in line]
+        found += [line for line in links.splitlines() if f"brq{ident[:11]}" in line]
+    return found
 
 
 def test_networks_subnets_ports_of_the_seed(all_in_one: Deployment) -> None:
@@ -58,7 +80,14 @@ def test_networks_subnets_ports_of_the_seed(all_in_one: Deployment) -> None:
     cloud.openstack("router", "delete", router)
     cloud.openstack("subnet", "delete", intsub)
     cloud.openstack("network", "delete", intnet)
+    cloud.openstack("network", "delete", external)
     assert intnet not in [n["Name"] for n in cloud.json("network", "list")]
+    if data_plane(cloud)["driver"] == "linuxbridge":
+        # The agent removes the bridges and namespaces soon after the deletes.
+        deadline = time.monotonic() + 20
+        while host_leftovers(network["id"], public["id"], gateway["network_id"]):
+            assert time.monotonic() < deadline, host_leftovers(network["id"], public["id"])
+            time.sleep(0.3)
 
 
 def test_security_group_rule_on_default(all_in_one: Deployment) -> None:
@@ -81,5 +110,25 @@ def test_security_group_rule_on_default(all_in_one: Deployment) -> None:
 def test_network_agent_list(all_in_one: Deployment) -> None:
     [agent] = all_in_one.json("network", "agent", "list")
     assert agent["Alive"] is True and agent["Binary"] == "onestack-network-agent"
-    shown = all_in_one.json("network", "agent", "show", agent["ID"])
-    assert shown["configuration"]["driver"] == "noop"
+    configuration = data_plane(all_in_one)
+    assert configuration["driver"] in ("noop", "linuxbridge")
+    if configuration["driver"] == "linuxbridge":
+        assert agent["Agent Type"] == "Linux bridge agent"
+        features = configuration["features"]
+        assert isinstance(features, dict) and {"vxlan", "vlan", "bridges"} <= set(features)
+
+
+def test_network_type_the_host_cannot_build_is_refused(all_in_one: Deployment) -> None:
+    configuration = data_plane(all_in_one)
+    available = set(configuration.get("network_types") or ())  # type: ignore[call-overload]
+    missing = [t for t in ("vlan", "vxlan") if t not in available]
+    if not missing:
+        return  # this host builds every type
+    name = unique("net")
+    refused = all_in_one.openstack(
+        "network", "create", "--provider-network-type", missing[0],
+        "--provider-physical-network", "physnet1", "--provider-segment", "42", name,
+        check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0 and "400" in refused.stderr + refused.stdout
+    assert name not in [n["Name"] for n in all_in_one.json("network", "list")]
