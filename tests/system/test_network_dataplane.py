@@ -26,9 +26,10 @@ import pytest
 from onestack.cloud import Cloud
 from onestack.network.agent import NetworkAgent
 from onestack.network.drivers.linuxbridge import bridges
+from onestack.network.drivers.linuxbridge.metadata import sign
 from tests.conftest import ADMIN_PASSWORD, CloudClient, make_settings
 
-TOOLS = ("ip", "nft", "dnsmasq", "busybox", "ping")
+TOOLS = ("ip", "nft", "dnsmasq", "busybox", "ping", "curl")
 EXTERNAL = "172.31.250"
 INTERNAL = "10.251.5"
 DHCP_SCRIPT = """#!/bin/sh
@@ -155,9 +156,49 @@ def plug_guest(guest: str, port: dict[str, Any], script: Path) -> None:
         "10",
         "-T",
         "1",
+        "-O",
+        "staticroutes",
         "-s",
         str(script),
     )
+
+
+async def check_metadata(unit: Any, guest: str, port: dict[str, Any]) -> None:
+    """169.254.169.254 in the guest reaches compute's metadata URL with the signed headers."""
+    seen: dict[str, Any] = {}
+
+    async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode()
+        seen["path"] = head.split(" ")[1]
+        seen.update(
+            (k.lower(), v.strip()) for k, _, v in (h.partition(":") for h in head.split("\r\n")[1:])
+        )
+        writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n{"a": 1}')
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(upstream, "127.0.0.1", 0)
+    address = server.sockets[0].getsockname()
+
+    async def metadata_url() -> str:
+        return f"http://{address[0]}:{address[1]}/compute/metadata"
+
+    unit.agent.metadata.upstream = metadata_url
+    try:
+        fetch = await asyncio.create_subprocess_exec(
+            "ip", "netns", "exec", guest, "curl", "-sS", "-m", "5",
+            "http://169.254.169.254/openstack/latest/meta_data.json",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await fetch.communicate()
+    finally:
+        server.close()
+    assert out == b'{"a": 1}', (fetch.returncode, err, seen)
+    assert seen["path"] == "/compute/metadata/openstack/latest/meta_data.json"
+    assert seen["x-instance-id"] == port["device_id"]
+    assert seen["x-tenant-id"] == port["project_id"]
+    assert seen["x-forwarded-for"] == port["fixed_ips"][0]["ip_address"]
+    assert seen["x-instance-id-signature"] == sign(unit.agent.metadata.secret, port["device_id"])
 
 
 async def test_two_guests_dhcp_ping_snat_floating_ip_security_groups(
@@ -273,19 +314,7 @@ async def test_two_guests_dhcp_ping_snat_floating_ip_security_groups(
         # The external side: the host's uplink holds the external gateway; the guest's
         # traffic leaves through the router's SNAT (the host has no route back to it).
         assert pings(guests[0], f"{EXTERNAL}.1")
-        metadata = in_guest(
-            guests[0],
-            "busybox",
-            "wget",
-            "-q",
-            "-O",
-            "-",
-            "-T",
-            "3",
-            "http://169.254.169.254/openstack/latest/meta_data.json",
-            check=False,
-        )
-        assert "connection refused" not in metadata.stderr.lower(), metadata.stderr
+        await check_metadata(unit, guests[0], ports[0])
 
         fip = (
             await api(
