@@ -7,6 +7,7 @@ listed with small integer ids; from 2.53 by uuid (``PUT /os-services/{uuid}``).
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
@@ -22,6 +23,7 @@ from onestack.core.asgi.request import json_body
 from onestack.core.asgi.routing import RouteTable
 from onestack.core.heartbeat import ServiceRecord
 
+log = logging.getLogger(__name__)
 routes = RouteTable()
 COMPUTE_BINARY = "nova-compute"
 INTERNAL_ZONE = "internal"
@@ -197,6 +199,13 @@ async def delete_service(request: Request) -> Response:
             )
             await session.execute(delete(ComputeNode).where(ComputeNode.host == record.host))
         for node_uuid in nodes:
-            await compute.client.request("placement", "DELETE", f"/resource_providers/{node_uuid}")
+            try:
+                await compute.client.request(
+                    "placement", "DELETE", f"/resource_providers/{node_uuid}"
+                )
+            except Exception:
+                # The compute records are gone either way; a leftover provider gets no
+                # allocations (no compute node points at it) and can be deleted by hand.
+                log.exception("deleting the placement provider %s of %s", node_uuid, record.host)
     await compute.services.delete(record.id)
     return Response(status_code=204)
