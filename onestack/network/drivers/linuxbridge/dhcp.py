@@ -7,6 +7,7 @@ metadata address (169.254.169.254, held by the namespace's interface).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import os
@@ -97,6 +98,8 @@ class DhcpServer:
             "--leasefile-ro",
             "--dhcp-authoritative",
             "--user=root",
+            f"--log-facility={self.directory / 'dnsmasq.log'}",
+            "--log-dhcp",
         ]
         for subnet in network["subnets"]:
             if subnet["enable_dhcp"] and subnet["ip_version"] == 4:
@@ -138,10 +141,15 @@ class DhcpServer:
         await bridges.set_addresses(inner, [*addresses, f"{METADATA_ADDRESS}/32"], self.namespace)
         self.directory.mkdir(parents=True, exist_ok=True)
         dhcp_addresses = {ip["subnet_id"]: ip["ip_address"] for ip in dhcp_port["fixed_ips"]}
-        changed = _write(self.hosts, hosts_file(network, ports, dhcp_port["id"]))
+        before = set(self.hosts.read_text().splitlines()) if self.hosts.exists() else set()
+        hosts = hosts_file(network, ports, dhcp_port["id"])
+        changed = _write(self.hosts, hosts)
         changed |= _write(self.options, options_file(network, dhcp_addresses))
         argv = self._argv(inner, network)
         restart = _write(self.directory / "argv", "\n".join(argv) + "\n")
+        # A removed host entry may still hold a lease (kept in memory only: --leasefile-ro)
+        # that would keep its address from the next port given it; a restart forgets it.
+        restart |= bool(before - set(hosts.splitlines()))
         pid = self.pid()
         if pid is not None and restart:
             await self._kill(pid)
@@ -152,8 +160,13 @@ class DhcpServer:
             os.kill(pid, signal.SIGHUP)
 
     async def _kill(self, pid: int) -> None:
+        """SIGTERM, and wait (up to 5 s) until it is gone and its DHCP socket with it."""
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
+        for _ in range(500):
+            if not Path(f"/proc/{pid}").exists() or _zombie(pid):
+                break
+            await asyncio.sleep(0.01)
         self.pid_file.unlink(missing_ok=True)
 
     async def remove(self) -> None:
@@ -163,6 +176,13 @@ class DhcpServer:
             await self._kill(pid)
         await commands.delete_netns(self.namespace)
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except (OSError, IndexError):
+        return True
 
 
 def _write(path: Path, text: str) -> bool:
