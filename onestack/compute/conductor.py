@@ -32,6 +32,7 @@ from onestack.compute.placement_client import (
     flavor_resources,
     reserved_memory_mb,
 )
+from onestack.compute.ports import PortBinder
 from onestack.compute.scheduler.selection import NO_VALID_HOST, FilterScheduler, NoValidHost
 from onestack.compute.scheduler.state import RequestSpec
 from onestack.compute.service import ComputeService
@@ -334,6 +335,25 @@ class Conductor:
         if inst is None or (inst.deleted and inst.terminated_at is not None):
             return
         await self.finish_delete(inst, error)
+
+    async def delete_server(self, uuid: str, request_id: str) -> None:
+        """Delete a server: through its agent when its host is up, here otherwise (its ports
+        released through the network API, as Nova's local delete does)."""
+        inst = await self._load(uuid)
+        if inst is None or inst.deleted:
+            return
+        if inst.host and await self._host_up(inst.host):
+            await self.service.agents.cast(
+                inst.host, "terminate", instance=await self._payload(inst), request_id=request_id
+            )
+            return
+        if inst.ports:
+            await PortBinder(self.service.client).release(list(inst.ports), uuid)
+        await self.finish_delete(inst)
+
+    async def _host_up(self, host: str) -> bool:
+        records = await self.service.services.list(binary=COMPUTE_BINARY, host=host)
+        return bool(records) and records[0].up
 
     async def finish_delete(self, inst: Instance, error: str | None = None) -> None:
         """Mark ``inst`` deleted and give back what it held."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import secrets
 import socket
+import time
 from pathlib import Path
 
 from sqlalchemy import select
@@ -45,6 +47,30 @@ def quota_defaults(settings: Settings) -> dict[str, int]:
     }
 
 
+class ConsoleTokens:
+    """Short-lived tokens of remote console URLs: token → (server, VNC host, VNC port)."""
+
+    TTL = 600.0
+
+    def __init__(self) -> None:
+        self._tokens: dict[str, tuple[str, str, int, float]] = {}
+
+    def issue(self, server_uuid: str, host: str, port: int) -> str:
+        """A new token for the server's console at ``host:port``."""
+        now = time.monotonic()
+        self._tokens = {k: v for k, v in self._tokens.items() if v[3] > now}
+        token = secrets.token_urlsafe(24)
+        self._tokens[token] = (server_uuid, host, port, now + self.TTL)
+        return token
+
+    def resolve(self, token: str) -> tuple[str, str, int] | None:
+        """(server uuid, host, port) of a valid token, else None."""
+        found = self._tokens.get(token)
+        if found is None or found[3] <= time.monotonic():
+            return None
+        return found[0], found[1], found[2]
+
+
 class ComputeService:
     """Everything the compute handlers, the conductor and the scheduler share."""
 
@@ -61,6 +87,7 @@ class ComputeService:
         )
         self.agents = AgentClient(bus)
         self.conductor = ConductorClient(bus)
+        self.consoles = ConsoleTokens()
         self.policy = PolicyEngine(
             RULES,
             overrides=settings.policy.overrides,

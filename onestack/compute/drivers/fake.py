@@ -194,6 +194,10 @@ class FakeDriver(ComputeDriver):
     async def detach_interface(self, instance: InstanceSpec, vif: Vif) -> None:
         self._guest(instance).vifs.pop(vif.port_id, None)
 
+    async def vnc_address(self, instance: InstanceSpec) -> tuple[str, int]:
+        self._guest(instance)
+        return self.capacity.host_ip, 5900 + list(self.guests).index(instance.uuid)
+
     async def console_output(self, instance: InstanceSpec, lines: int | None = None) -> str:
         console = self._guest(instance).console
         shown = console[-lines:] if lines else console
