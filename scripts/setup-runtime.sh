@@ -7,6 +7,14 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; t
 missing=()
 command -v qemu-img >/dev/null || missing+=(qemu-utils)   # image inspection: virtual sizes
 command -v qemu-storage-daemon >/dev/null || missing+=(qemu-system-common)   # volume NBD exports
+# The linuxbridge network data plane (used when running as root), and what its system test
+# puts in the stand-in guests (DHCP client, ping, HTTP to the metadata proxy).
+command -v ip >/dev/null || missing+=(iproute2)
+command -v nft >/dev/null || missing+=(nftables)
+command -v dnsmasq >/dev/null || missing+=(dnsmasq-base)
+command -v busybox >/dev/null || missing+=(busybox-static)
+command -v ping >/dev/null || missing+=(iputils-ping)
+command -v curl >/dev/null || missing+=(curl)
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "installing: ${missing[*]}"
 as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 ||
