@@ -114,3 +114,66 @@ def test_quotas_usage_and_server_groups(fake_hosts: Deployment) -> None:
     cloud.openstack("server", "group", "delete", group["id"])
     limits = rows(cloud.json("limits", "show", "--absolute"), "Name")
     assert limits["instances"]["Value"] == 20
+
+
+def host_of(cloud: Deployment, server: str) -> str:
+    shown = cloud.json("server", "show", server)
+    host: str = shown["OS-EXT-SRV-ATTR:host"]
+    return host
+
+
+def test_scheduling_follows_aggregates_zones_and_groups(
+    fake_hosts: Deployment, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    cloud = fake_hosts
+    disk = tmp_path_factory.mktemp("image") / "disk.raw"
+    disk.write_bytes(b"\0" * (1 << 20))
+    image = unique("img")
+    cloud.json(
+        "image", "create", "--disk-format", "raw", "--container-format", "bare",
+        "--file", str(disk), image,
+    )  # fmt: skip
+    boot = ["server", "create", "--image", image, "--nic", "none", "--wait"]
+
+    # Flavor extra specs matched against aggregate metadata.
+    ssd = unique("ssd")
+    cloud.json("aggregate", "create", "--property", "SSD=true", ssd)
+    cloud.openstack("aggregate", "add", "host", ssd, "host1")
+    cloud.openstack("flavor", "set", "--property", "aggregate_instance_extra_specs:SSD=true",
+                    "m1.large")  # fmt: skip
+    try:
+        fast = unique("fast")
+        cloud.json(*boot, "--flavor", "m1.large", fast)
+        assert host_of(cloud, fast) == "host1"
+    finally:
+        cloud.openstack("flavor", "unset", "--property", "aggregate_instance_extra_specs:SSD",
+                        "m1.large")  # fmt: skip
+
+    # A zone made by an aggregate.
+    zone = unique("zone")
+    zoned = unique("zagg")
+    cloud.json("aggregate", "create", "--zone", zone, zoned)
+    cloud.openstack("aggregate", "add", "host", zoned, "host3")
+    placed = unique("zoned")
+    server = cloud.json(*boot, "--flavor", "m1.tiny", "--availability-zone", zone, placed)
+    assert server["OS-EXT-AZ:availability_zone"] == zone
+    assert host_of(cloud, placed) == "host3"
+
+    # Anti-affinity: three members on three hosts, a fourth has nowhere to go.
+    group = cloud.json("server", "group", "create", "--policy", "anti-affinity", unique("grp"))
+    members = [unique("member") for _ in range(3)]
+    for name in members:
+        cloud.json(*boot, "--flavor", "m1.tiny", "--hint", f"group={group['id']}", name)
+    assert sorted(host_of(cloud, name) for name in members) == ["host1", "host2", "host3"]
+    fourth = unique("member")
+    failed = cloud.openstack(
+        *boot, "--flavor", "m1.tiny", "--hint", f"group={group['id']}", fourth, check=False
+    )
+    assert failed.returncode != 0
+    shown = cloud.json("server", "show", fourth)
+    assert shown["status"] == "ERROR"
+    assert "No valid host was found" in str(shown["fault"])
+    assert len(cloud.json("server", "group", "show", group["id"])["members"]) >= 3
+
+    usage = rows(cloud.json("usage", "list"), "Project")
+    assert usage, "usage list shows the admin project's servers"
