@@ -325,6 +325,13 @@ async def test_quota_sets_and_limits(compute: ComputeCloud) -> None:
         400,
         "badRequest",
     )
+    error(
+        await compute.nova(
+            "PUT", f"/os-quota-sets/{project}?user_id=x", json={"quota_set": {"instances": 1}}
+        ),
+        400,
+        "badRequest",
+    )
     updated = await compute.nova(
         "PUT", f"/os-quota-sets/{project}", json={"quota_set": {"instances": 2, "cores": 4}}
     )

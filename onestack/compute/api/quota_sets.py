@@ -42,6 +42,12 @@ def _target(request: Request) -> dict[str, Any]:
     return {"project_id": request.path_params["project_id"]}
 
 
+def _refuse_user_quotas(request: Request) -> None:
+    """Per-user quotas are not kept; changing them must not change the project's."""
+    if "user_id" in request.query_params:
+        raise BadRequest("Per-user quotas (user_id) are not supported; set the project's.")
+
+
 @routes.get("/v2.1/os-quota-sets/{project_id}")
 async def show_quotas(request: Request) -> Response:
     enforce(request, "read", _target(request))
@@ -73,6 +79,7 @@ async def show_detail(request: Request) -> Response:
 @routes.put("/v2.1/os-quota-sets/{project_id}")
 async def update_quotas(request: Request) -> Response:
     enforce(request, "manage_quotas", _target(request))
+    _refuse_user_quotas(request)
     project = request.path_params["project_id"]
     body = body_of(await json_body(request), "quota_set")
     quotas = service(request).quotas
@@ -103,5 +110,6 @@ async def update_quotas(request: Request) -> Response:
 @routes.delete("/v2.1/os-quota-sets/{project_id}")
 async def reset_quotas(request: Request) -> Response:
     enforce(request, "manage_quotas", _target(request))
+    _refuse_user_quotas(request)
     await service(request).quotas.reset_limits(request.path_params["project_id"])
     return Response(status_code=202)
