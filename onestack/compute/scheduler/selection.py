@@ -75,11 +75,13 @@ class FilterScheduler:
                 else:
                     dynamic.append(host_filter)
         selections: list[Selection] = []
+        vcpus, ram_mb, disk_gb = spec.flavor.vcpus, spec.flavor.ram_mb, spec.flavor.disk_gb
         for index in range(count):
             eligible = [
                 host
                 for host in candidates
-                if host.fits(spec.flavor) and all(f.passes(host, spec) for f in dynamic)
+                if host.fits_sizes(vcpus, ram_mb, disk_gb)
+                and all(f.passes(host, spec) for f in dynamic)
             ]
             if not eligible:
                 names = ", ".join(f.name for f in dynamic) or "resources"

@@ -103,10 +103,16 @@ class HostState:
 
     def fits(self, flavor: FlavorInfo) -> bool:
         """Whether the flavor still fits in what the host has left."""
+        return self.fits_sizes(flavor.vcpus, flavor.ram_mb, flavor.disk_gb)
+
+    def fits_sizes(self, vcpus: int, ram_mb: int, disk_gb: int) -> bool:
+        """Whether that many VCPUs, MiB and GiB still fit (the scheduler's inner loop)."""
         return (
-            flavor.vcpus <= self.free_vcpus
-            and flavor.ram_mb <= self.free_ram_mb
-            and flavor.disk_gb <= self.free_disk_gb
+            vcpus <= self.vcpus_total * self.cpu_allocation_ratio - self.vcpus_used
+            and ram_mb
+            <= (self.ram_total_mb - self.ram_reserved_mb) * self.ram_allocation_ratio
+            - self.ram_used_mb
+            and disk_gb <= self.disk_total_gb * self.disk_allocation_ratio - self.disk_used_gb
         )
 
     def consume(self, spec: RequestSpec, instance_uuid: str) -> None:

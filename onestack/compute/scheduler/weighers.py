@@ -155,7 +155,7 @@ def total_weights(
     for weigher, multiplier in weighers:
         if not multiplier or not weigher.applies(spec):
             continue
-        scores = normalize([weigher.weigh(host, spec) for host in hosts])
-        for index, score in enumerate(scores):
-            totals[index] += multiplier * score
+        weigh = weigher.weigh
+        scores = normalize([weigh(host, spec) for host in hosts])
+        totals = [total + multiplier * score for total, score in zip(totals, scores, strict=True)]
     return totals

@@ -19,6 +19,8 @@ class AggregateMultiTenancyIsolation(HostFilter):
     run_once_per_request = True
 
     def passes(self, host: HostState, spec: RequestSpec) -> bool:
+        if not host.aggregates:
+            return True
         allowed: set[str] = set()
         for aggregate in host.aggregates:
             for key, value in aggregate.metadata.items():

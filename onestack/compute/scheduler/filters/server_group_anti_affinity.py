@@ -19,6 +19,9 @@ class ServerGroupAntiAffinityFilter(HostFilter):
         group = spec.group
         if group is None:
             return True
+        # ``hosts`` (when known) lists every host with a member: the others pass at once.
+        if not host.instances or (group.hosts and host.host not in group.hosts):
+            return True
         limit = group.max_server_per_host or 1
         members = sum(
             1
