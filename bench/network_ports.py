@@ -11,7 +11,8 @@ One run against a real ``onestack up`` on a fresh temporary data directory:
    wall time, ports/s, p50/p99 latency per create, server CPU; every answer other than
    ``201`` is an error, reported with its status and the start of its body;
 4. verify each phase: list the network's ports page by page (``limit`` + ``ports_links``
-   ``rel=next``), check that every created port is listed once and count duplicate
+   ``rel=next``), check that every created port is listed once (the data plane's own
+   ``network:*`` ports aside) and count duplicate
    ``fixed_ips`` addresses (must be 0);
 5. read the server's resident memory (``VmRSS``), stop it (SIGINT, SIGKILL after 20 s),
    delete the data directory.
@@ -350,6 +351,8 @@ async def verify(client: httpx.AsyncClient, phase: Phase) -> None:
         body = resp.json()
         phase.pages += 1
         for port in body.get("ports", []):
+            if port.get("device_owner", "").startswith("network:"):
+                continue  # the data plane's own (the linuxbridge driver's DHCP port)
             ids.append(port["id"])
             addresses += [ip["ip_address"] for ip in port.get("fixed_ips", [])]
         nxt = [link["href"] for link in body.get("ports_links", []) if link.get("rel") == "next"]

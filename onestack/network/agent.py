@@ -20,6 +20,7 @@ import json
 import logging
 import shutil
 import socket
+import time
 from typing import Any
 
 from onestack.core.asgi.errors import APIError
@@ -35,6 +36,9 @@ from onestack.network.topology import AGENTS, DHCP_OWNER, REPORTS, agent_topic
 log = logging.getLogger(__name__)
 
 ROUTER_OWNERS = (routers.GATEWAY_OWNER, routers.INTERFACE_OWNER)
+COALESCE = 0.02
+FULL_RESYNC = 300.0
+SLOW_SYNC = 1.0
 
 
 def metadata_secret(settings: Settings) -> str:
@@ -83,6 +87,9 @@ class NetworkAgent:
             f"network-agent-scan-{self.host}", settings.network.scan_interval, self.scan
         )
         self._upstream: str | None = None
+        # What each part of the data plane was last built from (see ``apply``).
+        self._fingerprints: dict[str, str] = {}
+        self._full_pass = time.monotonic()
 
     async def start(self) -> None:
         """Report in, take messages, and reconcile once from the service's state."""
@@ -138,23 +145,50 @@ class NetworkAgent:
     async def _work(self) -> None:
         while True:
             await self._dirty.wait()
+            # Writes usually come in bursts (a server boot is several): take them together.
+            await asyncio.sleep(COALESCE)
             self._dirty.clear()
+            if time.monotonic() - self._full_pass > FULL_RESYNC:
+                # Now and then rebuild everything, repairing what was changed behind our back.
+                self._fingerprints.clear()
+                self._full_pass = time.monotonic()
+            started = time.monotonic()
             try:
                 state = await self.bus.call(REPORTS, "get_state", host=self.host, timeout=60)
+                fetched = time.monotonic()
                 await self.apply(state)
                 await self.scan()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("network agent %s could not reconcile; retrying", self.host)
+                self._fingerprints.clear()
                 await asyncio.sleep(2)
                 self._dirty.set()
                 continue
+            took = time.monotonic() - started
+            if took > SLOW_SYNC:
+                fetch_s = fetched - started
+                log.info("slow sync on %s: state %.2f s, apply %.2f s (%d ports)",
+                         self.host, fetch_s, took - fetch_s, len(state["ports"]))  # fmt: skip
             if not self._dirty.is_set():
                 self.synced.set()
 
+    def _unchanged(self, key: str, inputs: Any) -> bool:
+        """Whether ``key`` was applied from these very inputs (then there is nothing to do)."""
+        fingerprint = json.dumps(inputs, sort_keys=True, default=str)
+        return self._fingerprints.get(key) == fingerprint
+
+    def _applied(self, key: str, inputs: Any) -> None:
+        self._fingerprints[key] = json.dumps(inputs, sort_keys=True, default=str)
+
     async def apply(self, state: dict[str, Any]) -> None:
-        """Make the host match ``state``, removing our leftovers of deleted resources."""
+        """Make the host match ``state``, removing our leftovers of deleted resources.
+
+        Parts whose inputs did not change since they were last applied are skipped (each
+        sync would otherwise redo every network); a full pass runs at start and every
+        few minutes.
+        """
         networks = {n["id"]: n for n in state["networks"]}
         ports = state["ports"]
         self.ports = {p["id"]: p for p in ports}
@@ -162,10 +196,14 @@ class NetworkAgent:
         for port in ports:
             by_network.setdefault(port["network_id"], []).append(port)
         for network in networks.values():
+            inputs: Any = (network["mtu"], network["external"], _gateways(network))
+            if self._unchanged(f"bridge:{network['id']}", inputs):
+                continue
             await bridges.ensure_bridge(bridges.bridge_name(network["id"]), network["mtu"])
             if network["external"]:
                 await bridges.ensure_uplink(network["id"], bridges.bridge_name(network["id"]),
                                             _gateways(network), network["mtu"])  # fmt: skip
+            self._applied(f"bridge:{network['id']}", inputs)
         wanted_dhcp = set()
         for network_id, members in by_network.items():
             network = networks.get(network_id)
@@ -173,8 +211,12 @@ class NetworkAgent:
             if network is None or dhcp_port is None or not dhcp_port["fixed_ips"]:
                 continue
             wanted_dhcp.add(dhcp.namespace(network_id))
+            inputs = (network, [(p["id"], p["mac_address"], p["fixed_ips"]) for p in members])
+            if self._unchanged(f"dhcp:{network_id}", inputs):
+                continue
             await dhcp.DhcpServer(self.dhcp_root, network_id).ensure(network, dhcp_port, members)
             await self.metadata.serve(network_id, dhcp.namespace(network_id), dhcp.METADATA_ADDRESS)
+            self._applied(f"dhcp:{network_id}", inputs)
         self.metadata.ports = {
             (p["network_id"], ip["ip_address"]): p for p in ports for ip in p["fixed_ips"]
         }
@@ -185,14 +227,33 @@ class NetworkAgent:
                 ROUTER_OWNERS
             ]  # fmt: skip
             wanted_routers.add(routers.namespace(router["id"]))
+            inputs = (router, legs, [networks.get(p["network_id"]) for p in legs])
+            if self._unchanged(f"router:{router['id']}", inputs):
+                continue
             await routers.ensure(router, legs, networks)
-        await commands.nft(firewall.ruleset(ports, state["security_groups"], self.tag))
+            self._applied(f"router:{router['id']}", inputs)
+        # Guests' ports are filtered on the host they are bound to (where their tap appears).
+        here = [p for p in ports if p["binding_host_id"] == self.host]
+        ruleset = await asyncio.to_thread(
+            firewall.ruleset, here, state["security_groups"], self.tag
+        )
+        if not self._unchanged("firewall", ruleset):
+            await commands.nft(ruleset)
+            self._applied("firewall", ruleset)
         wanted = wanted_dhcp | wanted_routers | {bridges.bridge_name(n) for n in networks}
         wanted |= {bridges.uplink_names(n)[0] for n, net in networks.items() if net["external"]}
+        if self._unchanged("names", sorted(wanted)):
+            return
         owned = self._owned() | wanted
         self._save_owned(owned)
         await self._remove_leftovers(owned - wanted)
         self._save_owned(wanted)
+        alive = set(networks) | {r["id"] for r in state["routers"]}
+        for key in list(self._fingerprints):
+            ident = key.partition(":")[2]
+            if ident and ident not in alive:
+                del self._fingerprints[key]
+        self._applied("names", sorted(wanted))
 
     def _owned(self) -> set[str]:
         try:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from onestack.core.asgi.errors import APIError
 from onestack.network.models import (
@@ -46,7 +47,7 @@ async def ensure_dhcp_ports(service: NetworkService) -> None:
     from onestack.network.api.ports import _allocate, random_mac
 
     async with service.db.session() as session:
-        subnets = list((await session.execute(select(Subnet))).scalars())
+        subnets = await _rows(session, Subnet)
         ports = list(
             (await session.execute(select(Port).where(Port.device_owner == DHCP_OWNER))).scalars()
         )
@@ -118,14 +119,14 @@ async def desired_state(service: NetworkService) -> dict[str, Any]:
     """Networks, ports, security groups and routers, in the shape the agents expect."""
     await ensure_dhcp_ports(service)
     async with service.db.session() as session:
-        networks = list((await session.execute(select(Network))).scalars())
-        subnets = list((await session.execute(select(Subnet))).scalars())
-        ports = list((await session.execute(select(Port))).scalars())
-        allocations = list((await session.execute(select(IPAllocation))).scalars())
-        groups = list((await session.execute(select(SecurityGroup))).scalars())
-        rules = list((await session.execute(select(SecurityGroupRule))).scalars())
-        routers = list((await session.execute(select(Router))).scalars())
-        floating = list((await session.execute(select(FloatingIP))).scalars())
+        networks = await _rows(session, Network)
+        subnets = await _rows(session, Subnet)
+        ports = await _rows(session, Port)
+        allocations = await _rows(session, IPAllocation)
+        groups = await _rows(session, SecurityGroup)
+        rules = await _rows(session, SecurityGroupRule)
+        routers = await _rows(session, Router)
+        floating = await _rows(session, FloatingIP)
     cidr_of = {s.id: s.cidr for s in subnets}
     fixed: dict[str, list[dict[str, str]]] = {}
     for allocation in allocations:
@@ -224,6 +225,11 @@ async def desired_state(service: NetworkService) -> dict[str, Any]:
             for r in routers
         ],
     }
+
+
+async def _rows(session: AsyncSession, model: Any) -> list[Any]:
+    """Every row of ``model``'s table as plain rows (no ORM objects: several times faster)."""
+    return list((await session.execute(select(model.__table__))).all())
 
 
 class NetworkReports:

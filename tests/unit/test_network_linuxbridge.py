@@ -65,12 +65,24 @@ def test_security_groups_default_deny_ingress_and_stateful() -> None:
     ingress = text.split("chain ingress_aaaaaaaa0001 {")[1].split("\n  }")[0]
     assert "ct state established,related accept" in ingress
     assert "ip saddr 192.0.2.0/24 meta l4proto tcp tcp dport 22-22 accept" in ingress
-    assert "ip saddr { 10.0.0.5, 10.0.0.6 } meta l4proto icmp accept" in ingress
+    assert "ip saddr @members_g_4 meta l4proto icmp accept" in ingress
+    assert (
+        "set members_g_4 { type ipv4_addr; flags interval; elements = { 10.0.0.5, 10.0.0.6 }"
+        in text
+    )
     assert ingress.strip().endswith("drop")
-    assert 'oifname "brq6f1c2d3e-4a" ip daddr { 10.0.0.5/32 } jump ingress_aaaaaaaa0001' in text
+    assert 'oifname "brq6f1c2d3e-4a" jump to_brq6f1c2d3e-4a' in text
+    assert "ip daddr { 10.0.0.5/32 } jump ingress_aaaaaaaa0001" in text
     # Whole tables are replaced: a deleted port leaves no chain behind.
     assert text.startswith("table bridge onestack_antispoof_t1\ndelete table")
     assert "delete table inet onestack_sg_t1" in text
+
+
+def test_ruleset_size_grows_linearly_with_ports() -> None:
+    groups = {"g": {"rules": [rule("ingress", remote_group_id="g")], "members": []}}
+    ports = [port(f"aaaaaaaa-{i:04d}", f"10.0.{i // 250}.{i % 250 + 1}") for i in range(1000)]
+    groups["g"]["members"] = [p["fixed_ips"][0]["ip_address"] for p in ports]
+    assert len(firewall.ruleset(ports, groups, "t3")) < 2_000_000
 
 
 def test_anti_spoofing_honours_allowed_address_pairs_and_port_security() -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from onestack.network.drivers.linuxbridge.bridges import BRIDGE_PREFIX, bridge_name, tap_name
+from onestack.network.drivers.linuxbridge.bridges import bridge_name, tap_name
 
 ANTISPOOF_PREFIX = "onestack_antispoof_"
 GROUPS_PREFIX = "onestack_sg_"
@@ -76,8 +76,12 @@ def _antispoof_chain(port: dict[str, Any]) -> list[str]:
     ]
 
 
-def _match(rule: dict[str, Any], members: dict[str, list[str]], version: int) -> str | None:
-    """The nft match of one security group rule, or None when it can match nothing."""
+def _member_set(group_id: str, version: int) -> str:
+    return f"members_{_chain_id(group_id)}_{version}"
+
+
+def _match(rule: dict[str, Any], version: int) -> str:
+    """The nft match of one security group rule (remote groups through named sets)."""
     family = "ip" if version == 4 else "ip6"
     direction = rule["direction"]
     peer = "saddr" if direction == "ingress" else "daddr"
@@ -85,14 +89,7 @@ def _match(rule: dict[str, Any], members: dict[str, list[str]], version: int) ->
     if rule.get("remote_ip_prefix"):
         parts.append(f"{family} {peer} {rule['remote_ip_prefix']}")
     elif rule.get("remote_group_id"):
-        addresses = [
-            a
-            for a in members.get(rule["remote_group_id"], [])
-            if ipaddress.ip_address(a).version == version
-        ]
-        if not addresses:
-            return None
-        parts.append(f"{family} {peer} {_set(addresses)}")
+        parts.append(f"{family} {peer} @{_member_set(rule['remote_group_id'], version)}")
     protocol = rule.get("protocol")
     if protocol not in (None, "", "any"):
         name = PROTOCOLS.get(str(protocol).lower())
@@ -112,9 +109,7 @@ def _match(rule: dict[str, Any], members: dict[str, list[str]], version: int) ->
     return " ".join(parts)
 
 
-def _group_chains(
-    port: dict[str, Any], groups: dict[str, dict[str, Any]], members: dict[str, list[str]]
-) -> list[str]:
+def _group_chains(port: dict[str, Any], groups: dict[str, dict[str, Any]]) -> list[str]:
     ident = _chain_id(port["id"])
     rules = [rule for g in port["security_groups"] for rule in groups.get(g, {}).get("rules", [])]
     lines = [
@@ -125,9 +120,7 @@ def _group_chains(
     for rule in rules:
         for version in (4, 6):
             if rule["direction"] == "egress" and rule["ethertype"] == f"IPv{version}":
-                match = _match(rule, members, version)
-                if match:
-                    lines.append(f"    {match} return")
+                lines.append(f"    {_match(rule, version)} return")
     lines += [
         "    drop",
         "  }",
@@ -140,9 +133,7 @@ def _group_chains(
     for rule in rules:
         for version in (4, 6):
             if rule["direction"] == "ingress" and rule["ethertype"] == f"IPv{version}":
-                match = _match(rule, members, version)
-                if match:
-                    lines.append(f"    {match} accept")
+                lines.append(f"    {_match(rule, version)} accept")
     lines += ["    drop", "  }"]
     return lines
 
@@ -176,25 +167,48 @@ def ruleset(ports: list[dict[str, Any]], groups: dict[str, dict[str, Any]], tag:
         f"table inet {group_table}",
         f"delete table inet {group_table}",
         f"table inet {group_table} {{",
+    ]
+    # Remote groups are named sets of their members' addresses: each rule refers to its
+    # set instead of repeating the addresses (which would grow with the square of ports).
+    remote = {
+        rule["remote_group_id"]
+        for port in protected
+        for group in port["security_groups"]
+        for rule in groups.get(group, {}).get("rules", [])
+        if rule.get("remote_group_id") and not rule.get("remote_ip_prefix")
+    }
+    for group_id in sorted(remote):
+        for version, kind in ((4, "ipv4_addr"), (6, "ipv6_addr")):
+            addresses = sorted(
+                {a for a in members.get(group_id, []) if ipaddress.ip_address(a).version == version}
+            )
+            elements = f" elements = {_set(addresses)};" if addresses else ""
+            name = _member_set(group_id, version)
+            filters.append(f"  set {name} {{ type {kind}; flags interval;{elements} }}")
+    by_bridge: dict[str, list[dict[str, Any]]] = {}
+    for port in protected:
+        by_bridge.setdefault(bridge_name(port["network_id"]), []).append(port)
+    filters += [
         "  chain forward {",
         "    type filter hook forward priority 0; policy accept;",
-        f'    iifname "{BRIDGE_PREFIX}*" jump ports',
-        "  }",
-        "  chain ports {",
     ]
-    for direction, key, peer in (("egress", "iifname", "saddr"), ("ingress", "oifname", "daddr")):
-        for port in protected:
-            bridge = bridge_name(port["network_id"])
-            for version, family in ((4, "ip"), (6, "ip6")):
-                addresses = [a for a in _addresses(port, version)]
-                if addresses:
-                    filters.append(
-                        f'    {key} "{bridge}" {family} {peer} {_set(addresses)} '
-                        f"jump {direction}_{_chain_id(port['id'])}"
-                    )
+    filters += [f'    iifname "{b}" jump from_{b}' for b in sorted(by_bridge)]
+    filters += [f'    oifname "{b}" jump to_{b}' for b in sorted(by_bridge)]
     filters.append("  }")
+    for bridge, members_of_bridge in sorted(by_bridge.items()):
+        for direction, prefix, peer in (("egress", "from", "saddr"), ("ingress", "to", "daddr")):
+            filters.append(f"  chain {prefix}_{bridge} {{")
+            for port in members_of_bridge:
+                for version, family in ((4, "ip"), (6, "ip6")):
+                    addresses = _addresses(port, version)
+                    if addresses:
+                        filters.append(
+                            f"    {family} {peer} {_set(addresses)} "
+                            f"jump {direction}_{_chain_id(port['id'])}"
+                        )
+            filters.append("  }")
     for port in protected:
-        filters += _group_chains(port, groups, members)
+        filters += _group_chains(port, groups)
     filters.append("}")
     return "\n".join(spoof + filters) + "\n"
 
