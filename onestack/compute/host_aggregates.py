@@ -60,6 +60,24 @@ async def zones_of_hosts(session: AsyncSession, default_zone: str) -> dict[str, 
     return zones
 
 
+async def zone_member_of(session: AsyncSession, zone: str | None, default_zone: str) -> list[str]:
+    """Placement ``member_of=in:`` for a request naming ``zone``: the uuids of the
+    aggregates that make it (so a limited candidate list holds only hosts of the zone).
+
+    Empty for no zone and for the default zone (its hosts are those in no zoned
+    aggregate, which ``member_of`` cannot say); the zone filter still applies after.
+    """
+    if not zone or zone == default_zone:
+        return []
+    query = (
+        select(Aggregate.uuid)
+        .join(AggregateMetadata, AggregateMetadata.aggregate_id == Aggregate.id)
+        .where(AggregateMetadata.key == ZONE_KEY, AggregateMetadata.value == zone)
+        .order_by(Aggregate.uuid)
+    )
+    return list((await session.execute(query)).scalars())
+
+
 async def conflicting_zones(
     session: AsyncSession, hosts: list[str], zone: str, aggregate_id: int
 ) -> set[str]:

@@ -12,6 +12,7 @@ import pytest
 import pytest_asyncio
 
 from onestack.cloud import Cloud
+from onestack.compute.host_aggregates import zone_member_of
 from tests.conftest import ADMIN_PASSWORD, CloudClient, make_settings
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -142,6 +143,12 @@ async def test_aggregate_lifecycle_and_errors(compute: ComputeCloud) -> None:
         headers={"OpenStack-API-Version": "placement 1.19"},
     )
     assert aggregate["uuid"] in placement.json()["aggregates"]
+    # The placement prefilter of a zone: the aggregates that make it.
+    db = compute.cloud.units["compute"].service.db  # type: ignore[attr-defined]
+    async with db.session() as session:
+        assert await zone_member_of(session, "za", "nova") == [aggregate["uuid"]]
+        assert await zone_member_of(session, "nova", "nova") == []
+        assert await zone_member_of(session, "nowhere", "nova") == []
     error(await compute.nova("DELETE", f"/os-aggregates/{agg_id}"), 400, "badRequest")
     error(
         await compute.nova("POST", action, json={"remove_host": {"host": "host2"}}),
