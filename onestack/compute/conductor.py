@@ -36,7 +36,7 @@ from onestack.compute.ports import PortBinder
 from onestack.compute.scheduler.selection import NO_VALID_HOST, FilterScheduler, NoValidHost
 from onestack.compute.scheduler.state import RequestSpec
 from onestack.compute.service import ComputeService
-from onestack.core.db import utcnow
+from onestack.core.db import affected, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -356,28 +356,32 @@ class Conductor:
         return bool(records) and records[0].up
 
     async def finish_delete(self, inst: Instance, error: str | None = None) -> None:
-        """Mark ``inst`` deleted and give back what it held."""
+        """Give back what ``inst`` held (allocations, group membership), then mark it
+        deleted and return its quota (once, whoever gets here first)."""
         if error:
             log.warning("delete of %s reported %s; deleting the record anyway", inst.uuid, error)
-        now = utcnow()
-        released = (inst.system_metadata or {}).get("quota_released")
-        await self._update(
-            inst.uuid,
-            deleted=True,
-            deleted_at=now,
-            terminated_at=now,
-            vm_state=vm_states.DELETED,
-            task_state=None,
-            power_state=0,
-            system_metadata={**(inst.system_metadata or {}), "quota_released": True},
-        )
-        if not released:
-            await self.service.quotas.release(inst.project_id, quota_deltas(inst.flavor))
         try:
             await self.placement.release(inst.uuid)
         except PlacementError:
             log.exception("releasing the allocations of %s", inst.uuid)
         await self._leave_group(inst.uuid)
+        now = utcnow()
+        async with self.db.session() as session:
+            marked = await session.execute(
+                update(Instance)
+                .where(Instance.uuid == inst.uuid, Instance.deleted.is_(False))
+                .values(
+                    deleted=True,
+                    deleted_at=now,
+                    terminated_at=now,
+                    vm_state=vm_states.DELETED,
+                    task_state=None,
+                    power_state=0,
+                    system_metadata={**(inst.system_metadata or {}), "quota_released": True},
+                )
+            )
+        if affected(marked) and not (inst.system_metadata or {}).get("quota_released"):
+            await self.service.quotas.release(inst.project_id, quota_deltas(inst.flavor))
 
     async def _leave_group(self, uuid: str) -> None:
         from onestack.compute.models_admin import ServerGroupMember
