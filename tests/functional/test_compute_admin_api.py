@@ -217,6 +217,24 @@ async def test_services_disable_enable_and_force_down(compute: ComputeCloud) -> 
     assert enabled.json()["service"]["status"] == "enabled"
     listed = (await compute.nova("GET", "/os-services", "2.1")).json()["services"]
     assert all(isinstance(s["id"], int) for s in listed)
+    # Deleting a service without servers takes its host out of its aggregates.
+    aggregate = await compute.nova("POST", "/os-aggregates", json={"aggregate": {"name": "gone"}})
+    gone_id = aggregate.json()["aggregate"]["id"]
+    await compute.nova(
+        "POST", f"/os-aggregates/{gone_id}/action", json={"add_host": {"host": "host3"}}
+    )
+    assert (await compute.nova("DELETE", path)).status_code == 204
+    error(await compute.nova("DELETE", path), 404, "itemNotFound")
+    shown = await compute.nova("GET", f"/os-aggregates/{gone_id}")
+    assert shown.json()["aggregate"]["hosts"] == []
+    await compute.nova("DELETE", f"/os-aggregates/{gone_id}")
+    # The running agent registers again with its next heartbeat.
+    for _ in range(200):
+        hypervisors = (await compute.nova("GET", "/os-hypervisors")).json()["hypervisors"]
+        if len(hypervisors) == 3 and all(h["state"] == "up" for h in hypervisors):
+            break
+        await asyncio.sleep(0.05)
+    assert len(hypervisors) == 3
     error(await compute.nova("GET", "/os-services", token=compute.member), 403, "forbidden")
 
 

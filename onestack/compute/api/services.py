@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from onestack.compute.api.common import as_bool, at_least, enforce, own, service
 from onestack.compute.host_aggregates import zones_of_hosts
 from onestack.compute.models import ComputeNode, Instance
+from onestack.compute.models_admin import AggregateHost
 from onestack.core.asgi.errors import BadRequest, Conflict, NotFound
 from onestack.core.asgi.request import json_body
 from onestack.core.asgi.routing import RouteTable
@@ -198,6 +199,8 @@ async def delete_service(request: Request) -> Response:
                 ).scalars()
             )
             await session.execute(delete(ComputeNode).where(ComputeNode.host == record.host))
+            # A host taken out of service leaves its aggregates (and so its zone), as in Nova.
+            await session.execute(delete(AggregateHost).where(AggregateHost.host == record.host))
         for node_uuid in nodes:
             try:
                 await compute.client.request(
