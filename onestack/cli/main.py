@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     objectstore.add_commands(sub, _common, agent_sub)
 
+    from onestack.cli import guest_image
+
+    guest_image.add_commands(sub, _common)
+
     identity = sub.add_parser("identity", help="identity operations")
     id_sub = identity.add_subparsers(dest="identity_command", required=True)
     for name, text in (
@@ -146,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_db_sync(args))
         if args.command == "identity":
             return _identity_keys(args)
+        if args.command == "guest-image":
+            from onestack.cli.guest_image import run as build_guest_image
+
+            return build_guest_image(args, _settings(args))
         if args.command == "ring":
             from onestack.cli.objectstore import run_ring
 

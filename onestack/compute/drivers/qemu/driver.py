@@ -1,0 +1,693 @@
+"""The qemu driver: each server is a QEMU process driven through QMP.
+
+State lives in ``<data dir>/compute/<host>/``: ``_base/`` holds the image cache,
+``instances/<uuid>/`` one guest's disks, console log, sockets, pidfile and
+definition. Nothing is kept only in memory, so an agent restarted while its
+guests run finds them again (``list_instances``) and can drive them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from onestack.compute.drivers.base import (
+    BlockDevice,
+    ComputeDriver,
+    DriverError,
+    HostCapacity,
+    ImageFetcher,
+    ImageUploader,
+    InstanceSpec,
+    PowerState,
+    Vif,
+)
+from onestack.compute.drivers.qemu import accel, configdrive, disks, networking
+from onestack.compute.drivers.qemu.machine import Definition, Disk, Machine
+from onestack.core.config import Settings
+
+BINARY = "qemu-system-x86_64"
+QEMU_STATES = {
+    "running": PowerState.RUNNING,
+    "paused": PowerState.PAUSED,
+    "suspended": PowerState.PAUSED,
+    "postmigrate": PowerState.PAUSED,
+    "finish-migrate": PowerState.PAUSED,
+    "inmigrate": PowerState.PAUSED,
+    "prelaunch": PowerState.PAUSED,
+    "restore-vm": PowerState.PAUSED,
+    "save-vm": PowerState.PAUSED,
+    "debug": PowerState.PAUSED,
+    "io-error": PowerState.PAUSED,
+    "watchdog": PowerState.PAUSED,
+    "shutdown": PowerState.SHUTDOWN,
+    "internal-error": PowerState.CRASHED,
+    "guest-panicked": PowerState.CRASHED,
+}
+BASE_TRAITS = {
+    "COMPUTE_VOLUME_ATTACH",
+    "COMPUTE_VOLUME_EXTEND",
+    "COMPUTE_NET_ATTACH_INTERFACE",
+    "COMPUTE_IMAGE_TYPE_QCOW2",
+    "COMPUTE_IMAGE_TYPE_RAW",
+    "COMPUTE_STORAGE_BUS_VIRTIO",
+    "COMPUTE_STORAGE_BUS_IDE",
+    "COMPUTE_STORAGE_BUS_SCSI",
+    "COMPUTE_NET_VIF_MODEL_VIRTIO",
+    "COMPUTE_NET_VIF_MODEL_E1000",
+    "COMPUTE_NET_VIF_MODEL_RTL8139",
+    "COMPUTE_GRAPHICS_MODEL_VGA",
+    "COMPUTE_FIRMWARE_BIOS",
+    "COMPUTE_RESCUE_BFV",
+}
+
+
+class QemuDriver(ComputeDriver):
+    """A host whose servers are QEMU processes (KVM when it works here, else TCG)."""
+
+    name = "qemu"
+    plugs_vifs = True
+    capabilities = {
+        "supports_live_migration": False,
+        "supports_volume_attach": True,
+        "supports_interface_attach": True,
+        "supports_rescue": True,
+        "supports_suspend": True,
+    }
+
+    def __init__(self, settings: Settings, *, state_dir: Path | None = None):
+        self.settings = settings
+        self.state_root = state_dir or (settings.data_dir / "compute")
+        self.host = ""
+        self.dir = self.state_root
+        self.acceleration = accel.Acceleration("tcg", "not probed yet")
+        self.version = 0
+        self.soft_reboot_timeout = 60.0
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._bases: disks.BaseImages | None = None
+
+    # Host -----------------------------------------------------------------------------------
+
+    async def init_host(self, host: str) -> None:
+        if shutil.which(BINARY) is None:
+            raise DriverError(f"{BINARY} is not installed (qemu-system-x86)")
+        self.host = host
+        self.dir = (self.state_root / host).resolve()
+        (self.dir / "instances").mkdir(parents=True, exist_ok=True)
+        self._bases = disks.BaseImages(self.dir / "_base")
+        self.version = await _qemu_version()
+        self.acceleration = await accel.probe(BINARY, self.state_root)
+
+    async def host_capacity(self) -> HostCapacity:
+        memory_kb = _meminfo().get("MemTotal", 0)
+        disk = shutil.disk_usage(self.dir if self.dir.exists() else self.state_root.parent)
+        traits = set(BASE_TRAITS)
+        traits.add(f"CUSTOM_QEMU_ACCEL_{self.acceleration.accel.upper()}")
+        if Path("/usr/share/ovmf/OVMF.fd").exists() or Path("/usr/share/OVMF/OVMF.fd").exists():
+            traits.add("COMPUTE_FIRMWARE_UEFI")
+        flags = _cpu_flags()
+        for flag, trait in (
+            ("sse2", "HW_CPU_X86_SSE2"),
+            ("avx", "HW_CPU_X86_AVX"),
+            ("avx2", "HW_CPU_X86_AVX2"),
+            ("aes", "HW_CPU_X86_AESNI"),
+            ("vmx", "HW_CPU_X86_VMX"),
+            ("svm", "HW_CPU_X86_SVM"),
+        ):
+            if flag in flags:
+                traits.add(trait)
+        return HostCapacity(
+            vcpus=os.cpu_count() or 1,
+            memory_mb=memory_kb // 1024,
+            disk_gb=disk.total >> 30,
+            hypervisor_type="QEMU",
+            hypervisor_version=self.version,
+            cpu_info={
+                "arch": "x86_64",
+                "model": _cpu_model(),
+                "vendor": "QEMU",
+                "accel": self.acceleration.accel,
+                "accel_probe": self.acceleration.detail,
+            },
+            traits=traits,
+        )
+
+    async def list_instances(self) -> dict[str, PowerState]:
+        found: dict[str, PowerState] = {}
+        root = self.dir / "instances"
+        if not root.is_dir():
+            return found
+        for directory in root.iterdir():
+            if (directory / "definition.json").exists():
+                found[directory.name] = await self._power(Machine(directory, BINARY))
+        return found
+
+    # Helpers --------------------------------------------------------------------------------
+
+    def _machine(self, instance: InstanceSpec) -> Machine:
+        return Machine(self.dir / "instances" / instance.uuid, BINARY)
+
+    def _lock(self, instance: InstanceSpec) -> asyncio.Lock:
+        return self._locks.setdefault(instance.uuid, asyncio.Lock())
+
+    def _existing(self, instance: InstanceSpec) -> Machine:
+        machine = self._machine(instance)
+        if not machine.definition_path.exists():
+            raise DriverError(f"server {instance.uuid} is not on host {self.host}")
+        return machine
+
+    async def _power(self, machine: Machine) -> PowerState:
+        if not machine.definition_path.exists():
+            return PowerState.NOSTATE
+        status = await machine.status()
+        if status is None:
+            if machine.memory_state.exists():
+                return PowerState.SUSPENDED
+            return PowerState.SHUTDOWN
+        return QEMU_STATES.get(status, PowerState.NOSTATE)
+
+    def _definition(
+        self, instance: InstanceSpec, vifs: list[Vif], machine: Machine, config_drive: bool
+    ) -> Definition:
+        props = {**instance.image_meta.get("properties", {}), **instance.image_meta}
+        bus = str(props.get("hw_disk_bus") or "virtio")
+        if bus == "sata":
+            bus = "ide"
+        if bus not in ("virtio", "ide", "scsi"):
+            raise DriverError(f"hw_disk_bus {bus!r} is not supported (virtio, ide, scsi, sata)")
+        model = str(props.get("hw_vif_model") or "virtio")
+        machine_type = str(props.get("hw_machine_type") or "pc")
+        if not re.fullmatch(r"(pc|q35)[\w.-]*", machine_type):
+            raise DriverError(f"hw_machine_type {machine_type!r} is not supported (pc, q35)")
+        root = Disk("root", str(machine.dir / "disk"), "qcow2", bus, boot=True)
+        drives = [root]
+        if instance.ephemeral_gb:
+            drives.append(Disk("eph0", str(machine.dir / "disk.eph0"), "qcow2", bus))
+        if instance.swap_mb:
+            drives.append(Disk("swap", str(machine.dir / "disk.swap"), "raw", bus))
+        if config_drive:
+            drives.append(
+                Disk("config", str(machine.dir / "disk.config"), "raw", "cdrom", readonly=True)
+            )
+        return Definition(
+            uuid=instance.uuid,
+            name=instance.name,
+            vcpus=instance.vcpus,
+            memory_mb=instance.memory_mb,
+            accel=self.acceleration.accel,
+            machine=machine_type,
+            firmware=str(props.get("hw_firmware_type") or "bios"),
+            disks=drives,
+            nics=[networking.nic_of(vif, model) for vif in vifs],
+        )
+
+    async def _start(
+        self,
+        machine: Machine,
+        definition: Definition,
+        vifs: list[Vif],
+        block_devices: list[BlockDevice],
+        incoming: str | None = None,
+    ) -> None:
+        for vif in vifs:
+            await networking.plug(vif)
+        definition.accel = self.acceleration.accel
+        definition.save(machine.definition_path)
+        (machine.dir / "vifs.json").write_text(json.dumps([asdict(v) for v in vifs]))
+        await machine.start(definition, incoming)
+        for device in block_devices:
+            await self._attach(machine, device)
+
+    def _saved_vifs(self, machine: Machine) -> list[Vif]:
+        try:
+            return [Vif(**v) for v in json.loads((machine.dir / "vifs.json").read_text())]
+        except (OSError, ValueError, TypeError):
+            return []
+
+    # Lifecycle ------------------------------------------------------------------------------
+
+    async def spawn(
+        self,
+        instance: InstanceSpec,
+        vifs: list[Vif],
+        block_devices: list[BlockDevice],
+        fetch_image: ImageFetcher,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        if self._bases is None:
+            raise DriverError("init_host was not called")
+        if not instance.image_id:
+            raise DriverError("the qemu driver boots from images only (no boot volume yet)")
+        machine = self._machine(instance)
+        async with self._lock(instance):
+            machine.dir.mkdir(parents=True, exist_ok=True)
+            try:
+                base, fmt = await self._bases.get(instance.image_id, fetch_image)
+                if progress:
+                    progress(40)
+                await disks.create_overlay(base, fmt, machine.dir / "disk", instance.root_gb)
+                if instance.ephemeral_gb:
+                    await disks.create_blank(machine.dir / "disk.eph0", instance.ephemeral_gb << 10)
+                if instance.swap_mb:
+                    await disks.create_blank(machine.dir / "disk.swap", instance.swap_mb, swap=True)
+                # Guests without a bridge port cannot reach the metadata service: they get
+                # the config drive even when it was not asked for.
+                config_drive = instance.config_drive or not any(
+                    v.vif_type == "bridge" for v in vifs
+                )
+                if config_drive:
+                    await configdrive.build(instance, vifs, machine.dir / "disk.config")
+                (machine.dir / "instance.json").write_text(json.dumps(asdict(instance)))
+                definition = self._definition(instance, vifs, machine, config_drive)
+                if progress:
+                    progress(70)
+                await self._start(machine, definition, vifs, block_devices)
+            except BaseException:
+                await self._remove(machine, vifs)
+                raise
+        if progress:
+            progress(100)
+
+    async def _remove(self, machine: Machine, vifs: list[Vif], keep_disks: bool = False) -> None:
+        await machine.kill()
+        known = {v.port_id: v for v in self._saved_vifs(machine)}
+        known.update({v.port_id: v for v in vifs})
+        for vif in known.values():
+            with contextlib.suppress(Exception):
+                await networking.unplug(vif)
+        machine.remove_sockets()
+        if not machine.dir.exists():
+            return
+        if keep_disks:
+            for path in machine.dir.iterdir():
+                if not path.name.startswith("disk") and path.name not in ("instance.json",):
+                    path.unlink(missing_ok=True)
+            return
+        shutil.rmtree(machine.dir, ignore_errors=True)
+
+    async def destroy(
+        self, instance: InstanceSpec, vifs: list[Vif], *, keep_disks: bool = False
+    ) -> None:
+        async with self._lock(instance):
+            await self._remove(self._machine(instance), vifs, keep_disks)
+        self._locks.pop(instance.uuid, None)
+
+    async def power_state(self, instance: InstanceSpec) -> PowerState:
+        return await self._power(self._machine(instance))
+
+    async def reboot(self, instance: InstanceSpec, *, hard: bool) -> None:
+        async with self._lock(instance):
+            machine = self._existing(instance)
+            if not machine.running():
+                await self._start(machine, machine.definition(), self._saved_vifs(machine), [])
+                return
+            if not hard:
+                with contextlib.suppress(DriverError):
+                    await machine.qmp("system_powerdown")
+                    if await machine.wait_exit(self.soft_reboot_timeout):
+                        await self._start(
+                            machine, machine.definition(), self._saved_vifs(machine), []
+                        )
+                        return
+            await machine.qmp("system_reset")
+            if await machine.status() != "running":
+                await machine.qmp("cont")
+
+    async def power_off(self, instance: InstanceSpec, *, timeout: float = 60) -> None:
+        async with self._lock(instance):
+            machine = self._existing(instance)
+            if not machine.running():
+                return
+            if timeout > 0 and await machine.status() == "running":
+                with contextlib.suppress(DriverError):
+                    await machine.qmp("system_powerdown")
+                    if await machine.wait_exit(timeout):
+                        return
+            await machine.kill()
+
+    async def power_on(
+        self, instance: InstanceSpec, vifs: list[Vif], block_devices: list[BlockDevice]
+    ) -> None:
+        async with self._lock(instance):
+            machine = self._existing(instance)
+            if machine.running():
+                if await machine.status() in ("paused", "suspended"):
+                    await machine.qmp("cont")
+                return
+            machine.memory_state.unlink(missing_ok=True)
+            definition = machine.definition()
+            if vifs:
+                props = {**instance.image_meta.get("properties", {}), **instance.image_meta}
+                model = str(props.get("hw_vif_model") or "virtio")
+                definition.nics = [networking.nic_of(vif, model) for vif in vifs]
+            await self._start(machine, definition, vifs or self._saved_vifs(machine), block_devices)
+
+    async def pause(self, instance: InstanceSpec) -> None:
+        async with self._lock(instance):
+            await self._running(instance).qmp("stop")
+
+    async def unpause(self, instance: InstanceSpec) -> None:
+        async with self._lock(instance):
+            await self._running(instance).qmp("cont")
+
+    def _running(self, instance: InstanceSpec) -> Machine:
+        machine = self._existing(instance)
+        if not machine.running():
+            raise DriverError(f"server {instance.uuid} is not running")
+        return machine
+
+    async def suspend(self, instance: InstanceSpec) -> None:
+        async with self._lock(instance):
+            machine = self._running(instance)
+            partial = machine.memory_state.with_name("memory.state.part")
+            await machine.qmp("stop")
+            try:
+                await machine.qmp("migrate", uri=f"exec:cat > {partial}")
+                await machine.wait_job("save", 600)
+            except DriverError:
+                partial.unlink(missing_ok=True)
+                await machine.qmp("cont")
+                raise
+            partial.replace(machine.memory_state)
+            await machine.kill()
+
+    async def resume(
+        self, instance: InstanceSpec, vifs: list[Vif], block_devices: list[BlockDevice]
+    ) -> None:
+        async with self._lock(instance):
+            machine = self._existing(instance)
+            if machine.running():
+                await machine.qmp("cont")
+                return
+            if not machine.memory_state.exists():
+                raise DriverError(f"server {instance.uuid} has no saved memory to resume")
+            await self._start(
+                machine,
+                machine.definition(),
+                vifs or self._saved_vifs(machine),
+                [],
+                incoming=f"exec:cat {machine.memory_state}",
+            )
+            await machine.wait_job("restore", 600)
+            if await machine.status() != "running":
+                await machine.qmp("cont")
+            machine.memory_state.unlink(missing_ok=True)
+            for device in block_devices:
+                with contextlib.suppress(DriverError):
+                    await self._attach(machine, device)
+
+    async def snapshot(self, instance: InstanceSpec, upload: ImageUploader) -> None:
+        machine = self._existing(instance)
+        with tempfile.TemporaryDirectory(prefix="snapshot-", dir=self.dir) as tmp:
+            target = Path(tmp) / "snapshot.qcow2"
+            async with self._lock(instance):
+                # A paused guest's disk is consistent (QEMU flushes on stop); the copy is
+                # taken while paused and the guest runs on right after it.
+                was_running = await machine.status() == "running"
+                if was_running:
+                    await machine.qmp("stop")
+                try:
+                    await disks.flatten(machine.dir / "disk", target)
+                finally:
+                    if was_running:
+                        await machine.qmp("cont")
+            await upload(target, "qcow2")
+
+    # Rescue, resize, migration ---------------------------------------------------------------
+
+    async def rescue(
+        self, instance: InstanceSpec, vifs: list[Vif], fetch_image: ImageFetcher, image_id: str
+    ) -> None:
+        if self._bases is None:
+            raise DriverError("init_host was not called")
+        async with self._lock(instance):
+            machine = self._existing(instance)
+            base, fmt = await self._bases.get(image_id or instance.image_id or "", fetch_image)
+            rescue_disk = machine.dir / "disk.rescue"
+            rescue_disk.unlink(missing_ok=True)
+            await disks.create_overlay(base, fmt, rescue_disk, 0)
+            await machine.kill()
+            definition = machine.definition()
+            for disk in definition.disks:
+                disk.boot = False
+            definition.disks.insert(
+                0, Disk("rescue", str(rescue_disk), "qcow2", definition.disks[0].bus, boot=True)
+            )
+            await self._start(machine, definition, vifs or self._saved_vifs(machine), [])
+
+    async def unrescue(self, instance: InstanceSpec, vifs: list[Vif]) -> None:
+        async with self._lock(instance):
+            machine = self._existing(instance)
+            await machine.kill()
+            definition = machine.definition()
+            definition.disks = [d for d in definition.disks if d.id != "rescue"]
+            definition.disks[0].boot = True
+            (machine.dir / "disk.rescue").unlink(missing_ok=True)
+            await self._start(machine, definition, vifs or self._saved_vifs(machine), [])
+
+    async def resize_disks(self, instance: InstanceSpec, new: InstanceSpec) -> None:
+        async with self._lock(instance):
+            machine = self._existing(instance)
+            if machine.running():
+                raise DriverError("disks are resized with the server powered off")
+            if new.root_gb:
+                await disks.grow(machine.dir / "disk", new.root_gb)
+            eph = machine.dir / "disk.eph0"
+            if new.ephemeral_gb and eph.exists():
+                await disks.grow(eph, new.ephemeral_gb)
+            definition = machine.definition()
+            definition.vcpus, definition.memory_mb = new.vcpus, new.memory_mb
+            definition.save(machine.definition_path)
+
+    async def export_disks(self, instance: InstanceSpec) -> dict[str, Any]:
+        machine = self._existing(instance)
+        info = await disks.image_info(machine.dir / "disk")
+        return {
+            "host": self.host,
+            "path": str(machine.dir),
+            "files": sorted(
+                p.name
+                for p in machine.dir.iterdir()
+                if p.name.startswith("disk") or p.name in ("definition.json", "instance.json")
+            ),
+            "backing": info.get("full-backing-filename") or info.get("backing-filename"),
+            "backing_format": info.get("backing-filename-format"),
+        }
+
+    async def import_disks(self, instance: InstanceSpec, source: dict[str, Any]) -> None:
+        if self._bases is None:
+            raise DriverError("init_host was not called")
+        machine = self._machine(instance)
+        source_dir = Path(str(source["path"]))
+        if not source_dir.is_dir():
+            raise DriverError(f"the source's disks at {source_dir} are not reachable from here")
+        machine.dir.mkdir(parents=True, exist_ok=True)
+        for name in source["files"]:
+            await asyncio.to_thread(shutil.copy2, source_dir / name, machine.dir / name)
+        backing = source.get("backing")
+        if backing:
+            local = self._bases.dir / Path(backing).name
+            if not local.exists():
+                self._bases.dir.mkdir(parents=True, exist_ok=True)
+                await asyncio.to_thread(shutil.copy2, backing, local)
+            await disks.run(
+                "qemu-img",
+                "rebase",
+                "-u",
+                "-f",
+                "qcow2",
+                "-F",
+                str(source.get("backing_format") or "qcow2"),
+                "-b",
+                str(local),
+                str(machine.dir / "disk"),
+            )
+        self._retarget(machine)
+
+    def _retarget(self, machine: Machine) -> None:
+        """Point a copied definition's disk paths at this host's copy of the files."""
+        if not machine.definition_path.exists():
+            return
+        definition = machine.definition()
+        for disk in definition.disks:
+            disk.path = str(machine.dir / Path(disk.path).name)
+        definition.save(machine.definition_path)
+
+    # Volumes and interfaces -------------------------------------------------------------------
+
+    async def _attach(self, machine: Machine, device: BlockDevice) -> None:
+        info = device.connection_info
+        kind = info.get("driver_volume_type")
+        data = info.get("data") or {}
+        node = "vol-" + device.volume_id[:18]
+        read_only = data.get("access_mode") == "ro"
+        if kind == "file":
+            file_node: dict[str, Any] = {"driver": "file", "filename": str(data["path"])}
+            fmt = str(data.get("format") or "raw")
+        elif kind == "nbd":
+            file_node = {
+                "driver": "nbd",
+                "server": {"type": "inet", "host": str(data["host"]), "port": str(data["port"])},
+                "export": str(data.get("name") or ""),
+            }
+            fmt = "raw"
+        else:
+            raise DriverError(f"volume connection type {kind!r} is not supported (file, nbd)")
+        await machine.qmp(
+            "blockdev-add",
+            driver=fmt,
+            **{"node-name": node, "file": file_node, "read-only": read_only},
+        )
+        try:
+            await machine.qmp(
+                "device_add",
+                driver="virtio-blk-pci",
+                drive=node,
+                id=node,
+                serial=device.volume_id[:20],
+            )
+        except DriverError:
+            with contextlib.suppress(DriverError):
+                await machine.qmp("blockdev-del", **{"node-name": node})
+            raise
+        _save_list(machine.dir / "volumes.json", device.volume_id, asdict(device))
+
+    async def attach_volume(self, instance: InstanceSpec, device: BlockDevice) -> None:
+        async with self._lock(instance):
+            await self._attach(self._running(instance), device)
+
+    async def detach_volume(self, instance: InstanceSpec, device: BlockDevice) -> None:
+        async with self._lock(instance):
+            machine = self._existing(instance)
+            node = "vol-" + device.volume_id[:18]
+            if machine.running():
+                with contextlib.suppress(DriverError):
+                    await machine.qmp("device_del", id=node)
+                await self._wait_device_gone(machine, node)
+                with contextlib.suppress(DriverError):
+                    await machine.qmp("blockdev-del", **{"node-name": node})
+            _save_list(machine.dir / "volumes.json", device.volume_id, None)
+
+    async def _wait_device_gone(
+        self, machine: Machine, device_id: str, timeout: float = 30
+    ) -> None:
+        for _ in range(int(timeout / 0.25)):
+            answer = await machine.qmp("qom-list", path="/machine/peripheral")
+            if not any(entry.get("name") == device_id for entry in answer):
+                return
+            await asyncio.sleep(0.25)
+        raise DriverError(f"the guest did not release device {device_id} within {timeout:g} s")
+
+    async def attach_interface(self, instance: InstanceSpec, vif: Vif) -> None:
+        async with self._lock(instance):
+            machine = self._running(instance)
+            nic = networking.nic_of(vif)
+            await networking.plug(vif)
+            netdev: dict[str, Any] = {"type": "tap" if nic.tap else "user", "id": f"net-{nic.id}"}
+            if nic.tap:
+                netdev.update(ifname=nic.tap, script="no", downscript="no")
+            await machine.qmp("netdev_add", **netdev)
+            await machine.qmp(
+                "device_add",
+                driver=nic.model,
+                netdev=f"net-{nic.id}",
+                mac=nic.mac,
+                id=f"nic-{nic.id}",
+            )
+            definition = machine.definition()
+            definition.nics.append(nic)
+            definition.save(machine.definition_path)
+            vifs = [v for v in self._saved_vifs(machine) if v.port_id != vif.port_id] + [vif]
+            (machine.dir / "vifs.json").write_text(json.dumps([asdict(v) for v in vifs]))
+
+    async def detach_interface(self, instance: InstanceSpec, vif: Vif) -> None:
+        async with self._lock(instance):
+            machine = self._existing(instance)
+            nic_id = vif.port_id[:11]
+            if machine.running():
+                with contextlib.suppress(DriverError):
+                    await machine.qmp("device_del", id=f"nic-{nic_id}")
+                await self._wait_device_gone(machine, f"nic-{nic_id}")
+                with contextlib.suppress(DriverError):
+                    await machine.qmp("netdev_del", id=f"net-{nic_id}")
+            await networking.unplug(vif)
+            definition = machine.definition()
+            definition.nics = [n for n in definition.nics if n.id != nic_id]
+            definition.save(machine.definition_path)
+            vifs = [v for v in self._saved_vifs(machine) if v.port_id != vif.port_id]
+            (machine.dir / "vifs.json").write_text(json.dumps([asdict(v) for v in vifs]))
+
+    # Consoles -------------------------------------------------------------------------------
+
+    async def console_output(self, instance: InstanceSpec, lines: int | None = None) -> str:
+        machine = self._existing(instance)
+        try:
+            data = machine.console_log.read_bytes()
+        except FileNotFoundError:
+            return ""
+        text = data.decode(errors="replace").replace("\r\n", "\n")
+        if lines is not None:
+            text = "\n".join(text.splitlines()[-lines:]) if lines > 0 else ""
+        return text
+
+    async def vnc_address(self, instance: InstanceSpec) -> tuple[str, int]:
+        return "127.0.0.1", await self._running(instance).vnc_port()
+
+
+def _save_list(path: Path, key: str, value: dict[str, Any] | None) -> None:
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, ValueError):
+        entries = {}
+    if value is None:
+        entries.pop(key, None)
+    else:
+        entries[key] = value
+    path.write_text(json.dumps(entries))
+
+
+async def _qemu_version() -> int:
+    """Nova's integer version (7.2.0 → 7002000)."""
+    output = await asyncio.to_thread(
+        subprocess.run, [BINARY, "--version"], capture_output=True, text=True, check=False
+    )
+    match = re.search(r"version (\d+)\.(\d+)\.(\d+)", output.stdout)
+    if not match:
+        return 0
+    major, minor, micro = (int(x) for x in match.groups())
+    return major * 1_000_000 + minor * 1_000 + micro
+
+
+def _meminfo() -> dict[str, int]:
+    values: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            values[key] = int(rest.split()[0]) if rest.split() else 0
+    return values
+
+
+def _cpu_flags() -> set[str]:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.partition(":")[2].split())
+    return set()
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return "unknown"
