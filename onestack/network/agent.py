@@ -80,6 +80,7 @@ class NetworkAgent:
         self._dirty = asyncio.Event()
         self._consumers: list[Consumer] = []
         self._worker: asyncio.Task[None] | None = None
+        self._monitor: asyncio.Task[None] | None = None
         self._heartbeat = PeriodicTask(
             f"network-agent-{self.host}", settings.network.report_interval, self.report_alive
         )
@@ -106,9 +107,39 @@ class NetworkAgent:
         self._worker = asyncio.get_running_loop().create_task(self._work())
         self._dirty.set()
         self._scanner.start()
+        self._monitor = asyncio.get_running_loop().create_task(self._watch_links())
+
+    async def _watch_links(self) -> None:
+        """Scan as soon as the kernel announces a link change (``ip monitor link``).
+
+        The periodic scan stays as the fallback; this only makes wiring quicker to see.
+        """
+        process = await asyncio.create_subprocess_exec(
+            "ip", "-o", "monitor", "link", stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        assert process.stdout is not None
+        try:
+            while await process.stdout.readline():
+                await asyncio.sleep(COALESCE)  # a plug is several announcements
+                with contextlib.suppress(TimeoutError):
+                    while await asyncio.wait_for(process.stdout.readline(), 0.001):
+                        pass
+                try:
+                    await self.scan()
+                except Exception:
+                    log.exception("scan after a link change failed")
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
 
     async def stop(self) -> None:
         """Stop taking work; the data plane stays up (guests keep their network)."""
+        if self._monitor is not None:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor
         await self._scanner.stop()
         await self._heartbeat.stop()
         for consumer in self._consumers:
