@@ -15,9 +15,10 @@ import time
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from onestack.compute import vm_states
-from onestack.compute.actions import record_event
+from onestack.compute.actions import add_event, record_event
 from onestack.compute.host_states import (
     COMPUTE_BINARY,
     build_host_states,
@@ -80,13 +81,17 @@ class Conductor:
         self, inst: Instance, flavor: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         async with self.db.session() as session:
-            rows = (
-                await session.execute(
-                    select(InstanceMetadata).where(InstanceMetadata.instance_uuid == inst.uuid)
-                )
-            ).scalars()
-            metadata = {row.key: row.value for row in rows}
+            metadata = await self._metadata(session, inst.uuid)
         return instance_payload(inst, metadata, flavor)
+
+    @staticmethod
+    async def _metadata(session: AsyncSession, uuid: str) -> dict[str, str]:
+        rows = (
+            await session.execute(
+                select(InstanceMetadata).where(InstanceMetadata.instance_uuid == uuid)
+            )
+        ).scalars()
+        return {row.key: row.value for row in rows}
 
     async def _node_uuid(self, host: str) -> str | None:
         async with self.db.session() as session:
@@ -167,7 +172,9 @@ class Conductor:
             allocations = {**(keep or {}), host.uuid: resources}
             if host.uuid in (keep or {}):
                 continue
-            if await self.placement.claim(inst.uuid, allocations, inst.project_id, inst.user_id):
+            if await self.placement.claim(
+                inst.uuid, allocations, inst.project_id, inst.user_id, new=keep is None
+            ):
                 return host.host, host.node, host.uuid
         raise NoValidHost("every chosen host was claimed by concurrent requests")
 
@@ -196,27 +203,20 @@ class Conductor:
         except PlacementError as exc:
             await self._fail_build(inst, f"Placement failed: {exc}", request_id)
             return
-        meta = {**(inst.system_metadata or {}), "tried_hosts": [*tried, host]}
-        await self._update(
-            uuid,
-            host=host,
-            node=node,
-            task_state=vm_states.SPAWNING,
-            system_metadata=meta,
-            availability_zone=inst.availability_zone or await self._zone_of(host),
-        )
-        inst = await self._load(uuid)
-        assert inst is not None
-        await record_event(
-            self.db, uuid, request_id, "conductor_schedule_and_build_instances",
-            host=None, finishes=False,
-        )  # fmt: skip
+        zone = inst.availability_zone or await self._zone_of(host)
+        async with self.db.session() as session:
+            row = (
+                await session.execute(select(Instance).where(Instance.uuid == uuid))
+            ).scalar_one()
+            row.host, row.node, row.availability_zone = host, node, zone
+            row.task_state = vm_states.SPAWNING
+            row.system_metadata = {**(row.system_metadata or {}), "tried_hosts": [*tried, host]}
+            await add_event(session, uuid, request_id, "conductor_schedule_and_build_instances",
+                            host=None, finishes=False)  # fmt: skip
+            metadata = await self._metadata(session, uuid)
+            payload = instance_payload(row, metadata)
         await self.service.agents.cast(
-            host,
-            "build_and_run",
-            instance=await self._payload(inst),
-            request_id=request_id,
-            attempt=attempt,
+            host, "build_and_run", instance=payload, request_id=request_id, attempt=attempt
         )
 
     async def _zone_of(self, host: str) -> str:
@@ -258,21 +258,21 @@ class Conductor:
                     request_id=request_id,
                 )  # fmt: skip
             return
+        if error is None:
+            self.failed_builds.pop(host, None)
+            async with self.db.session() as session:
+                await session.execute(
+                    update(Instance)
+                    .where(Instance.uuid == uuid)
+                    .values(vm_state=vm_states.ACTIVE, task_state=None, power_state=power_state,
+                            ports=ports, launched_at=utcnow(), fault=None)
+                )  # fmt: skip
+                await add_event(session, uuid, request_id, "compute_build_and_run_instance",
+                                host=host)  # fmt: skip
+            return
         await record_event(
             self.db, uuid, request_id, "compute_build_and_run_instance", host=host, error=error
         )
-        if error is None:
-            self.failed_builds.pop(host, None)
-            await self._update(
-                uuid,
-                vm_state=vm_states.ACTIVE,
-                task_state=None,
-                power_state=power_state,
-                ports=ports,
-                launched_at=utcnow(),
-                fault=None,
-            )
-            return
         self.failed_builds[host] = self.failed_builds.get(host, 0) + 1
         tried = list((inst.system_metadata or {}).get("tried_hosts", [host]))
         if attempt >= self.service.config.max_attempts:

@@ -157,13 +157,17 @@ class PlacementClient:
         allocations: dict[str, dict[str, int]],
         project_id: str,
         user_id: str,
+        *,
+        new: bool = False,
     ) -> bool:
-        """Allocate ``{provider: resources}`` to the consumer (replacing what it had);
-        False when a provider no longer has room (another scheduler got there first)."""
-        current = await self._request("GET", f"/allocations/{consumer}")
-        generation = (
-            current.json().get("consumer_generation") if current.status_code == 200 else None
-        )
+        """Allocate ``{provider: resources}`` to the consumer (replacing what it had; ``new``:
+        it has nothing yet); False when a provider no longer has room (another scheduler
+        got there first)."""
+        generation = None
+        if not new:
+            current = await self._request("GET", f"/allocations/{consumer}")
+            if current.status_code == 200:
+                generation = current.json().get("consumer_generation")
         body = {
             "allocations": {rp: {"resources": res} for rp, res in allocations.items()},
             "project_id": project_id,
