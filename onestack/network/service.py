@@ -18,6 +18,7 @@ from onestack.core.heartbeat import PeriodicTask, ServiceRegistry
 from onestack.core.quota import QuotaEngine
 from onestack.network.drivers import make_driver
 from onestack.network.drivers.base import NetworkDriver
+from onestack.network.drivers.linuxbridge import LinuxBridgeDriver
 from onestack.network.models import QUOTA_TABLES, SERVICE_TABLES
 from onestack.network.policies import RULES
 from onestack.network.topology import AGENTS
@@ -50,6 +51,8 @@ class NetworkService:
         self.db = Database(settings.database_url("network"), MIGRATIONS)
         self.quotas = QuotaEngine(self.db, QUOTA_TABLES, QUOTA_DEFAULTS)
         self.driver: NetworkDriver = make_driver(settings)
+        if isinstance(self.driver, LinuxBridgeDriver):
+            self.driver.agent_hosts = self.agent_hosts
         # What each host's agent detected, from its latest heartbeat.
         self.agent_configurations: dict[str, dict[str, Any]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -73,6 +76,10 @@ class NetworkService:
 
     async def _beat(self) -> None:
         await self.agents.record(self.host, AGENT_BINARY, topic="network.agent")
+
+    async def agent_hosts(self) -> set[str]:
+        """Hosts with a network agent (alive or not: a restarting agent still wires its host)."""
+        return {record.host for record in await self.agents.list(binary=AGENT_BINARY)}
 
     async def record_agent(self, host: str, configurations: dict[str, Any]) -> None:
         """A heartbeat of ``host``'s agent."""

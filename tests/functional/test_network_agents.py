@@ -30,7 +30,8 @@ async def linuxbridge(tmp_path: Path) -> AsyncIterator[CloudClient]:
     settings.network.local_agent = False
     instance = Cloud(settings)
     await instance.start(admin_password=ADMIN_PASSWORD)
-    instance.units["network"].service.driver = LinuxBridgeDriver(FEATURES)  # type: ignore[attr-defined]
+    service = instance.units["network"].service  # type: ignore[attr-defined]
+    service.driver = LinuxBridgeDriver(FEATURES, service.agent_hosts)
     client = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=instance.app), base_url="http://127.0.0.1:8000"
     )
@@ -66,6 +67,8 @@ async def test_wiring_reports_activate_ports_and_tell_compute(linuxbridge: Cloud
     assert refused.json()["NeutronError"]["type"] == "InvalidInput"
     assert "vlan" in refused.json()["NeutronError"]["message"]
 
+    reports = NetworkReports(service)
+    await reports.agent_heartbeat("h1", {"driver": "linuxbridge", "features": {"vxlan": False}})
     network = await post(cloud, token, "network", {"name": "n1"})
     await post(cloud, token, "subnet", {"network_id": network["id"], "cidr": "10.9.0.0/24",
                                         "ip_version": 4})  # fmt: skip
@@ -79,8 +82,11 @@ async def test_wiring_reports_activate_ports_and_tell_compute(linuxbridge: Cloud
         "port_filter": True,
     }
     assert port["status"] == "DOWN"
+    simulated = await post(cloud, token, "port", {"network_id": network["id"],
+                                                  "binding:host_id": "fake-host-7"})  # fmt: skip
+    assert (simulated["binding:vif_type"], simulated["status"]) == ("noop", "ACTIVE")
+    await cloud.call("DELETE", f"{NET}/ports/{simulated['id']}", token)
 
-    reports = NetworkReports(service)
     state = await reports.get_state("h1")
     dhcp = [p for p in state["ports"] if p["device_owner"] == DHCP_OWNER]
     assert len(dhcp) == 1 and dhcp[0]["fixed_ips"][0]["cidr"] == "10.9.0.0/24"
@@ -102,7 +108,6 @@ async def test_wiring_reports_activate_ports_and_tell_compute(linuxbridge: Cloud
         ("network-vif-unplugged", server, port["id"], "completed"),
     ]
 
-    await reports.agent_heartbeat("h1", {"driver": "linuxbridge", "features": {"vxlan": False}})
     agents = (await cloud.call("GET", f"{NET}/agents", token)).json()["agents"]
     [agent] = [a for a in agents if a["host"] == "h1"]
     assert agent["alive"] is True and agent["agent_type"] == "Linux bridge agent"

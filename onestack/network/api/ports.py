@@ -242,7 +242,7 @@ async def _bind(request: Request, row: Port, fixed_ips: list[dict[str, str]]) ->
         )
     else:
         row.binding_vif_type, row.binding_vif_details = "unbound", {}
-    row.status = await driver.port_status(view)
+    row.status = await driver.port_status(port_view(row, fixed_ips, True))
 
 
 @routes.post("/v2.0/ports")
