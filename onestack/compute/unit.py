@@ -86,8 +86,13 @@ class ComputeUnit:
         self._heartbeat.start()
         if local_agents(self.settings):
             for agent in build_agents(self.settings, self.bus, self.client):
+                # A host whose hypervisor cannot start must not take the cloud down with it.
+                try:
+                    await agent.start()
+                except Exception:
+                    log.exception("compute agent %s could not start", agent.host)
+                    continue
                 self.agents.append(agent)
-                await agent.start()
 
     async def stop(self) -> None:
         for agent in reversed(self.agents):
