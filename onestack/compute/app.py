@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from starlette.applications import Starlette
 from starlette.requests import Request
+from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from onestack.compute.api import (
@@ -55,7 +56,10 @@ MODULES = (
 
 
 def is_public(method: str, path: str) -> bool:
-    """Version documents, health and metrics need no token."""
+    """Version documents, health and metrics need no token; neither do the metadata service
+    (signed by the network's proxy) and the noVNC console (its own single-use tokens)."""
+    if path.startswith(("/metadata/", "/novnc/")) or path in ("/metadata", "/novnc"):
+        return True
     return path in ("/", "/v2.1", "/v2.1/", "/healthcheck", "/metrics")
 
 
@@ -100,6 +104,19 @@ class NovaRequests:
         await self.app(scope, receive, send_with_version)
 
 
+def guest_routes(service: ComputeService) -> list[BaseRoute]:
+    """The metadata service (``/metadata``) and the noVNC console (``/novnc``) of real guests."""
+    from onestack.compute.console import novnc_app, novnc_dir
+    from onestack.compute.metadata import metadata_app, shared_secret
+    from onestack.compute.metadata.lookup import database_lookup
+
+    settings = service.settings
+    return [
+        Mount("/metadata", metadata_app(database_lookup(service.db), shared_secret(settings))),
+        Mount("/novnc", novnc_app(service.consoles, novnc_dir(settings.data_dir))),
+    ]
+
+
 def build_app(service: ComputeService, validator: TokenValidator) -> Starlette:
     """The Nova v2.1 API of ``service``."""
     routes = [route for module in MODULES for route in module.routes.routes]
@@ -110,7 +127,7 @@ def build_app(service: ComputeService, validator: TokenValidator) -> Starlette:
     }
     app = service_app(
         "compute",
-        routes,
+        [*routes, *guest_routes(service)],
         nova_error,
         middleware=[
             (NovaRequests, {"collections": collections - {""}}),

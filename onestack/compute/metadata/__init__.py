@@ -121,3 +121,22 @@ def metadata_app(lookup: InstanceLookup, secret: str | Callable[[], str]) -> Sta
             Route("/{path:path}", serve, methods=["GET", "HEAD"]),
         ]
     )
+
+
+def shared_secret(settings: Any) -> Callable[[], str]:
+    """The secret shared with the network's metadata proxy: setting ``metadata_secret``, else
+    ``<data dir>/metadata-secret`` (created by whichever side starts first); read when needed."""
+    cache: list[str] = []
+
+    def read() -> str:
+        if not cache:
+            given = str(getattr(settings, "metadata_secret", "") or "")
+            if given:
+                cache.append(given)
+            else:
+                from onestack.cloud import read_or_create_secret
+
+                cache.append(read_or_create_secret(settings.data_dir / "metadata-secret"))
+        return cache[0]
+
+    return read
