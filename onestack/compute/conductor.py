@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from onestack.compute import vm_states
 from onestack.compute.actions import add_event, record_event
+from onestack.compute.host_aggregates import zone_member_of
 from onestack.compute.host_states import (
     COMPUTE_BINARY,
     build_host_states,
@@ -158,9 +159,20 @@ class Conductor:
         started = time.perf_counter()
         spec = await self._request_spec(inst, flavor, ignore)
         resources = flavor_resources(flavor)
+        async with self.db.session() as session:
+            # A zone as placement aggregates, so the limited candidates are all in it.
+            zone_aggregates = await zone_member_of(
+                session, spec.availability_zone, self.service.config.default_availability_zone
+            )
         candidates = await self.placement.candidates(
-            resources, forbidden=["COMPUTE_STATUS_DISABLED"]
+            resources, forbidden=["COMPUTE_STATUS_DISABLED"], member_of=zone_aggregates
         )
+        if zone_aggregates and not candidates:
+            # A provider placement was not yet told the aggregates of still counts: the
+            # zone filter decides on the compute database's memberships.
+            candidates = await self.placement.candidates(
+                resources, forbidden=["COMPUTE_STATUS_DISABLED"]
+            )
         states = await build_host_states(
             self.db, self.service.config, candidates, spec, self.failed_builds
         )

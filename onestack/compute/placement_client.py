@@ -125,8 +125,10 @@ class PlacementClient:
         required: Sequence[str] = (),
         forbidden: Sequence[str] = (),
         in_tree: str | None = None,
+        member_of: Sequence[str] = (),
     ) -> list[Candidate]:
-        """Providers that can take ``resources``, shuffled (equal weights spread)."""
+        """Providers that can take ``resources``, shuffled (equal weights spread); with
+        ``member_of``, only providers in one of those aggregates."""
         params: dict[str, Any] = {
             "resources": ",".join(f"{k}:{v}" for k, v in sorted(resources.items()) if v),
             "limit": str(self.config.allocation_candidates_limit),
@@ -136,6 +138,8 @@ class PlacementClient:
             params["required"] = ",".join(traits)
         if in_tree:
             params["in_tree"] = in_tree
+        if member_of:
+            params["member_of"] = "in:" + ",".join(member_of)
         response = await self._request("GET", "/allocation_candidates", params=params)
         if response.status_code != 200:
             raise PlacementError(f"allocation candidates: {response.text[:200]}")
