@@ -204,3 +204,55 @@ def test_quota_set_instances_then_third_boot_fails(nova: Deployment) -> None:
                             "--nic", f"net-id={net_id}", "q3", env=env, check=False)  # fmt: skip
     assert third.returncode != 0
     assert "Quota exceeded for instances" in third.stderr
+
+
+def test_compute_agent_as_its_own_process_over_rabbitmq(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """``onestack agent compute --host ext1 --driver fake`` beside a cloud on RabbitMQ: the
+    host reports itself and a server lands on it."""
+    from tests.backends import isolated_amqp_url
+
+    bus = isolated_amqp_url()
+    data_dir = tmp_path_factory.mktemp("compute-amqp")
+    port = free_port()
+    env = {"ONESTACK_NETWORK__DRIVER": "noop"}
+    cloud_process = Process(
+        ["up", "--port", str(port), "--data-dir", str(data_dir / "cloud"),
+         "--admin-password", ADMIN_PASSWORD, "--bus", bus],
+        data_dir / "cloud.out", env=env,
+    )  # fmt: skip
+    auth_url = f"http://127.0.0.1:{port}/identity/v3"
+    processes = [cloud_process]
+    try:
+        cloud_process.wait_ready(auth_url)
+        password = (data_dir / "cloud" / "service-password").read_text().strip()
+        agent = Process(
+            ["agent", "compute", "--host", "ext1", "--driver", "fake", "--bus", bus,
+             "--data-dir", str(data_dir / "agent")],
+            data_dir / "agent.out",
+            env={"ONESTACK_IDENTITY_URL": auth_url, "ONESTACK_SERVICE_PASSWORD": password},
+        )  # fmt: skip
+        processes.append(agent)
+        cloud = Deployment("amqp", auth_url, processes)
+        deadline = time.monotonic() + 60
+        while not any(h["Hypervisor Hostname"] == "ext1"
+                      for h in cloud.json("hypervisor", "list")):  # fmt: skip
+            assert time.monotonic() < deadline, agent.log.read_text()[-2000:]
+            time.sleep(0.5)
+        image = data_dir / "img"
+        image.write_bytes(b"\0" * 4096)
+        cloud.openstack("image", "create", "--disk-format", "raw", "--container-format", "bare",
+                        "--file", str(image), "img")  # fmt: skip
+        cloud.openstack("network", "create", "net")
+        cloud.openstack("subnet", "create", "--network", "net", "--subnet-range",
+                        "10.7.0.0/24", "sub")  # fmt: skip
+        net_id = cloud.json("network", "show", "net")["id"]
+        cloud.openstack("server", "create", "--image", "img", "--flavor", "m1.tiny",
+                        "--nic", f"net-id={net_id}", "--wait", "remote")  # fmt: skip
+        server = show(cloud, "remote")
+        assert server["status"] == "ACTIVE"
+        assert server["OS-EXT-SRV-ATTR:host"] == "ext1"
+    finally:
+        for process in reversed(processes):
+            assert process.stop() == 0, process.log.read_text()[-2000:]
