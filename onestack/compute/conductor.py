@@ -10,6 +10,7 @@ inventory) and power states.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -63,6 +64,8 @@ class Conductor:
         self.placement = placement
         self.scheduler = FilterScheduler(service.config.scheduler)
         self.failed_builds: dict[str, int] = {}
+        # Thousands of agents starting together must not take every database connection.
+        self._reports = asyncio.Semaphore(8)
         # Scheduling latency of recent requests, seconds (benchmarks read it).
         self.schedule_seconds: list[float] = []
 
@@ -141,7 +144,8 @@ class Conductor:
             requested_host=requested,
             same_host=listed(hints.get("same_host")),
             different_host=listed(hints.get("different_host")),
-            group=await server_group_of(self.db, inst.uuid),
+            # Groups are joined at create, with the hint: without it there is none to read.
+            group=await server_group_of(self.db, inst.uuid) if hints.get("group") else None,
             num_instances=1,
             instance_uuids=[inst.uuid],
             ignore_hosts=set(ignore),
@@ -711,6 +715,10 @@ class Conductor:
 
     async def heartbeat(self, host: str, capacity: dict[str, Any], running: int = 0) -> None:
         """Record the agent as alive, its node as reported, and its inventory in placement."""
+        async with self._reports:
+            await self._record_host(host, capacity, running)
+
+    async def _record_host(self, host: str, capacity: dict[str, Any], running: int) -> None:
         zone = self.service.config.default_availability_zone
         await self.service.services.record(host, COMPUTE_BINARY, topic="compute", zone=zone)
         traits = list(capacity.get("traits") or [])

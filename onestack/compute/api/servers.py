@@ -312,6 +312,8 @@ def _metadata(value: Any, name: str = "metadata") -> dict[str, str]:
 
 async def check_metadata_quota(request: Request, project_id: str, count: int) -> None:
     """403 when a server would carry more metadata items than the project may."""
+    if not count:
+        return
     limit = (await service(request).quotas.limits(project_id))["metadata_items"]
     if 0 <= limit < count:
         raise Forbidden(f"Quota exceeded for metadata_items: Requested {count}, but "
