@@ -24,6 +24,7 @@ class ComputeCloud(CloudClient):
     admin: str = ""
     member: str = ""
     member_project: str = ""
+    image_id: str = ""
 
     async def nova(
         self, method: str, path: str, version: str = "2.90", token: str | None = None, **kw: Any
@@ -34,9 +35,9 @@ class ComputeCloud(CloudClient):
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def compute(tmp_path_factory: Any) -> AsyncIterator[ComputeCloud]:
-    """Identity, placement and compute with three fake hosts."""
+    """Identity, image, placement and compute with three fake hosts."""
     settings = make_settings(tmp_path_factory.mktemp("compute-admin"), port=8000)
-    settings.services = ["identity", "placement", "compute"]
+    settings.services = ["identity", "image", "placement", "compute"]
     settings.compute.fake_hosts = 3
     settings.compute.report_interval = 1.0
     instance = Cloud(settings)
@@ -47,6 +48,15 @@ async def compute(tmp_path_factory: Any) -> AsyncIterator[ComputeCloud]:
     cloud = ComputeCloud(instance, client)
     cloud.admin = await cloud.token()
     cloud.member_project, cloud.member = await cloud.project_member(cloud.admin, "tenant1")
+    image = await cloud.call("POST", "/image/v2/images", cloud.admin, json={
+        "name": "img", "disk_format": "raw", "container_format": "bare", "visibility": "public",
+    })  # fmt: skip
+    cloud.image_id = image.json()["id"]
+    uploaded = await cloud.call(
+        "PUT", f"/image/v2/images/{cloud.image_id}/file", cloud.admin, content=b"\0" * 4096,
+        headers={"Content-Type": "application/octet-stream"},
+    )  # fmt: skip
+    assert uploaded.status_code == 204, uploaded.text
     for _ in range(200):
         hypervisors = (await cloud.nova("GET", "/os-hypervisors")).json()["hypervisors"]
         providers = await cloud.call("GET", "/placement/resource_providers", cloud.admin)
@@ -413,3 +423,78 @@ async def test_usage_migrations_and_actions(compute: ComputeCloud) -> None:
         404,
         "itemNotFound",
     )
+
+
+async def test_views_of_a_running_server(compute: ComputeCloud) -> None:
+    """Actions, usage, hypervisor servers, limits and quota usage follow a real boot."""
+    body = {"name": "viewed", "imageRef": compute.image_id, "flavorRef": "1", "networks": "none"}
+    created = await compute.nova("POST", "/servers", token=compute.member, json={"server": body})
+    assert created.status_code == 202, created.text
+    server_id = created.json()["server"]["id"]
+    for _ in range(400):
+        server = (await compute.nova("GET", f"/servers/{server_id}")).json()["server"]
+        if server["status"] != "BUILD":
+            break
+        await asyncio.sleep(0.02)
+    assert server["status"] == "ACTIVE", server
+    host = server["OS-EXT-SRV-ATTR:host"]
+
+    actions = await compute.nova(
+        "GET", f"/servers/{server_id}/os-instance-actions", token=compute.member
+    )
+    [create] = actions.json()["instanceActions"]
+    assert create["action"] == "create" and create["project_id"] == compute.member_project
+    shown = await compute.nova(
+        "GET",
+        f"/servers/{server_id}/os-instance-actions/{create['request_id']}",
+        token=compute.member,
+    )
+    events = shown.json()["instanceAction"]["events"]
+    assert events and all("traceback" not in event for event in events)
+    assert all("host" not in event and isinstance(event["hostId"], str) for event in events)
+    admin_view = await compute.nova(
+        "GET", f"/servers/{server_id}/os-instance-actions/{create['request_id']}"
+    )
+    assert any(e["host"] == host for e in admin_view.json()["instanceAction"]["events"])
+    error(
+        await compute.nova(
+            "GET", f"/servers/{server_id}/os-instance-actions/req-nope", token=compute.member
+        ),
+        404,
+        "itemNotFound",
+    )
+    _, stranger = await compute.project_member(compute.admin, "stranger")
+    error(
+        await compute.nova("GET", f"/servers/{server_id}/os-instance-actions", token=stranger),
+        404,
+        "itemNotFound",
+    )
+
+    usage = await compute.nova(
+        "GET", f"/os-simple-tenant-usage/{compute.member_project}", token=compute.member
+    )
+    [server_usage] = usage.json()["tenant_usage"]["server_usages"]
+    assert server_usage["instance_id"] == server_id and server_usage["state"] == "active"
+    everyone = await compute.nova("GET", "/os-simple-tenant-usage?detailed=1")
+    assert compute.member_project in {u["tenant_id"] for u in everyone.json()["tenant_usages"]}
+
+    on_host = await compute.nova(
+        "GET", f"/os-hypervisors?hypervisor_hostname_pattern={host}&with_servers=true", "2.53"
+    )
+    assert {"uuid": server_id, "name": "viewed"} in on_host.json()["hypervisors"][0]["servers"]
+    limits = (await compute.nova("GET", "/limits", token=compute.member)).json()["limits"]
+    assert limits["absolute"]["totalInstancesUsed"] == 1
+    detail = (await compute.nova("GET", f"/os-quota-sets/{compute.member_project}/detail")).json()
+    assert detail["quota_set"]["instances"]["in_use"] == 1
+    error(
+        await compute.nova(
+            "PUT", f"/os-quota-sets/{compute.member_project}", json={"quota_set": {"instances": 0}}
+        ),
+        400,
+        "badRequest",
+    )
+
+    services = (await compute.nova("GET", f"/os-services?host={host}&binary=nova-compute")).json()
+    service_id = services["services"][0]["id"]
+    error(await compute.nova("DELETE", f"/os-services/{service_id}"), 409, "conflictingRequest")
+    assert (await compute.nova("DELETE", f"/servers/{server_id}")).status_code == 204

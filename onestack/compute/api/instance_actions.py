@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from onestack.compute.api.common import at_least, enforce, is_admin, limit_marker, service
+from onestack.compute.api.common import at_least, caller, is_admin, limit_marker, service
 from onestack.compute.models import Instance, InstanceAction, InstanceActionEvent
 from onestack.core.asgi.errors import BadRequest, NotFound
 from onestack.core.asgi.routing import RouteTable
@@ -35,9 +35,14 @@ async def _server(request: Request, session: AsyncSession) -> Instance:
     query = select(Instance).where(Instance.uuid == server_id)
     instance = (await session.execute(query)).scalar_one_or_none()
     hidden = instance is None or (instance.deleted and not at_least(request, "2.21"))
-    if hidden or instance is None:
+    target = {"project_id": instance.project_id, "user_id": instance.user_id} if instance else {}
+    # Another project's server is not found rather than forbidden, as for servers.
+    if (
+        hidden
+        or instance is None
+        or not service(request).policy.check("compute:read", caller(request), target)
+    ):
         raise NotFound(f"Instance {server_id} could not be found.")
-    enforce(request, "read", {"project_id": instance.project_id, "user_id": instance.user_id})
     return instance
 
 
