@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 
+from onestack.compute import vm_states
 from onestack.compute.models import SERVICE_TABLES, ComputeNode, Instance
 from onestack.compute.models_admin import (
     Aggregate,
@@ -28,6 +29,17 @@ from onestack.core.config import ComputeSettings
 from onestack.core.db import Database, utcnow
 
 COMPUTE_BINARY = "nova-compute"
+# Work that keeps a host's disks and network busy (Nova's "io ops"): builds and these tasks.
+IO_TASKS = (
+    vm_states.SPAWNING,
+    vm_states.RESIZE_PREP,
+    vm_states.RESIZE_MIGRATING,
+    vm_states.MIGRATING,
+    "rebuilding",
+    "image_snapshot",
+    "unshelving",
+    "rescuing",
+)
 
 
 def flavor_info(flavor: dict[str, Any]) -> FlavorInfo:
@@ -99,6 +111,22 @@ async def build_host_states(
                 )
             )
         ).all()
+        io_ops = dict(
+            (
+                await session.execute(
+                    select(Instance.host, func.count(Instance.id))
+                    .where(
+                        Instance.host.in_(hosts),
+                        Instance.deleted.is_(False),
+                        or_(
+                            Instance.vm_state == vm_states.BUILDING,
+                            Instance.task_state.in_(IO_TASKS),
+                        ),
+                    )
+                    .group_by(Instance.host)
+                )
+            ).tuples()
+        )
         aggregate_rows = (
             await session.execute(
                 select(AggregateHost.host, Aggregate.id, Aggregate.uuid, Aggregate.name)
@@ -167,7 +195,7 @@ async def build_host_states(
                 service_up=up,
                 instances=instances[node.host],
                 failed_builds=failed_builds.get(node.host, 0),
-                num_io_ops=0,
+                num_io_ops=io_ops.get(node.host, 0),
                 traits=set(node.traits or []),
                 hypervisor_type=node.hypervisor_type,
                 hypervisor_version=node.hypervisor_version,
