@@ -125,7 +125,7 @@ async def build_host_states(
                     )
                     .group_by(Instance.host)
                 )
-            ).tuples()
+            ).tuples().all()
         )
         aggregate_rows = (
             await session.execute(
