@@ -24,7 +24,8 @@ done
 if [ -n "$iface" ]; then
     ip link set "$iface" up
     # Stays in the background renewing the lease; gives up after ~20 s without one.
-    udhcpc -i "$iface" -t 10 -T 2 -n -s /etc/udhcpc.sh >/dev/null 2>&1
+    # Option 121 carries the route to 169.254.169.254 on networks without a router.
+    udhcpc -i "$iface" -t 10 -T 2 -n -O staticroutes -s /etc/udhcpc.sh >/dev/null 2>&1
 fi
 
 meta=""
@@ -40,7 +41,10 @@ if [ -n "$drive" ] && mount -t iso9660 -o ro "$drive" /mnt/config 2>/dev/null; t
 fi
 if [ -z "$meta" ] && [ -n "$iface" ]; then
     for _ in 1 2 3 4 5; do
-        meta=$(wget -q -T 5 -O - http://169.254.169.254:80/openstack/latest/meta_data.json 2>/dev/null)
+        # busybox-static's wget crashes with -T: timeout bounds it instead; the explicit
+        # port spares it the (crashing, static) service name lookup.
+        meta=$(timeout 8 wget -q -O - http://169.254.169.254:80/openstack/latest/meta_data.json \
+            2>/dev/null)
         [ -n "$meta" ] && source=metadata && break
         sleep 2
     done

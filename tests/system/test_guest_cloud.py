@@ -1,0 +1,183 @@
+"""A real guest on ``onestack up`` (root, qemu driver) driven by the real ``openstack`` CLI.
+
+One guest is shared by every check: it boots the image ``onestack guest-image build``
+makes, gets its address from the cloud's DHCP and its key from the metadata service
+(or the config drive when the network has no data plane), and shows the marker in
+``console log show``; the noVNC URL's page and websocket answer; stop/start show in
+power state and console; a snapshot becomes an active image; delete leaves no QEMU
+process and no tap. Needs root and QEMU (under CI=true: fails, never skips).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import shutil
+import subprocess
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+
+from onestack.compute.guest_image import MARKER
+from tests.acceptance.conftest import ADMIN_PASSWORD, BIN, Deployment, Process, free_port
+
+TOOLS = ("qemu-system-x86_64", "qemu-img", "busybox", "mkfs.fat", "mcopy", "syslinux",
+         "genisoimage")  # fmt: skip
+BOOT_TIMEOUT = 150.0
+
+
+def _missing() -> list[str]:
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if os.geteuid() != 0:
+        missing.append("root")
+    return missing
+
+
+if _missing():
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"needs {', '.join(_missing())}", pytrace=False)
+    pytest.skip(f"needs {', '.join(_missing())}", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    data_dir = tmp_path_factory.mktemp("guestcloud")
+    port = free_port()
+    process = Process(
+        ["up", "--port", str(port), "--data-dir", str(data_dir),
+         "--admin-password", ADMIN_PASSWORD],
+        data_dir / "onestack.out",
+    )  # fmt: skip
+    auth_url = f"http://127.0.0.1:{port}/identity/v3"
+    deployment = Deployment("guest-cloud", auth_url, [process])
+    deployment.extra_env = {"data_dir": str(data_dir)}
+    try:
+        process.wait_ready(auth_url)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            hypervisors = deployment.json("hypervisor", "list")
+            if any(h["Hypervisor Type"] == "QEMU" and h["State"] == "up" for h in hypervisors):
+                break
+            time.sleep(1)
+        else:
+            pytest.fail(f"no QEMU hypervisor came up: {hypervisors}")
+        yield deployment
+    finally:
+        assert process.stop() == 0, process.log.read_text()[-2000:]
+
+
+@pytest.fixture(scope="module")
+def server(cloud: Deployment, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    work = tmp_path_factory.mktemp("guest")
+    image = work / "guest.qcow2"
+    subprocess.run([str(BIN / "onestack"), "guest-image", "build", "--output", str(image)],
+                   check=True, capture_output=True)  # fmt: skip
+    cloud.openstack("image", "create", "--file", str(image), "--disk-format", "qcow2",
+                    "--container-format", "bare", "guest")  # fmt: skip
+    cloud.openstack("network", "create", "guestnet")
+    cloud.openstack("subnet", "create", "--network", "guestnet", "--subnet-range",
+                    "10.77.0.0/24", "guestsub")  # fmt: skip
+    key = work / "key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    keypair = cloud.json("keypair", "create", "--public-key", f"{key}.pub", "guestkey")
+    started = time.monotonic()
+    created = cloud.json("server", "create", "--image", "guest", "--flavor", "m1.tiny", "--network",
+                         "guestnet", "--key-name", "guestkey", "--wait", "vm1")  # fmt: skip
+    active = time.monotonic() - started
+    line = _marker(cloud, "vm1")
+    print(f"create → ACTIVE {active:.1f} s, → marker {time.monotonic() - started:.1f} s")
+    yield {"created": created, "marker": line, "keypair": keypair, "public_key": key}
+    cloud.openstack("server", "delete", "--wait", "vm1", check=False)
+
+
+def _console(cloud: Deployment, name: str, *args: str) -> str:
+    return cloud.openstack("console", "log", "show", *args, name).stdout
+
+
+def _marker(cloud: Deployment, name: str, count: int = 1) -> str:
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    while time.monotonic() < deadline:
+        lines = [x for x in _console(cloud, name).splitlines() if MARKER in x]
+        if len(lines) >= count:
+            return lines[count - 1]
+        time.sleep(2)
+    pytest.fail(f"no marker #{count} on {name}'s console:\n{_console(cloud, name)[-2000:]}")
+
+
+def _md5(public_key: Path) -> str:
+    body = base64.b64decode(public_key.with_suffix(".pub").read_text().split()[1])
+    digest = hashlib.md5(body).hexdigest()
+    return ":".join(digest[i : i + 2] for i in range(0, 32, 2))
+
+
+def test_guest_boots_with_its_address_and_key(cloud: Deployment, server: dict) -> None:
+    shown = cloud.json("server", "show", "vm1")
+    assert shown["status"] == "ACTIVE" and shown["OS-EXT-STS:power_state"] in (1, "Running")
+    address = shown["addresses"]["guestnet"][0]
+    line = server["marker"]
+    assert f"id={shown['id']}" in line and "name=vm1" in line, line
+    assert f"ip={address}" in line, line
+    assert f"key={_md5(server['public_key'])}" in line, line
+    assert "source=metadata" in line or "source=configdrive" in line, line
+    tail = _console(cloud, "vm1", "--lines", "3")
+    assert 0 < len(tail.strip().splitlines()) <= 3
+
+
+def test_novnc_url_page_and_websocket(cloud: Deployment, server: dict) -> None:
+    url = cloud.json("console", "url", "show", "--novnc", "vm1")["url"]
+    page = httpx.get(url)
+    assert page.status_code == 200 and "core/rfb.js" in page.text
+    parts = urllib.parse.urlparse(url)
+    assert httpx.get(f"{parts.scheme}://{parts.netloc}{parts.path.rsplit('/', 1)[0]}"
+                     "/core/rfb.js").status_code == 200  # fmt: skip
+    token = urllib.parse.parse_qs(parts.query)["token"][0]
+    socket_url = f"ws://{parts.netloc}{parts.path.rsplit('/', 1)[0]}/websockify?token={token}"
+
+    async def handshake() -> bytes:
+        async with websockets.connect(socket_url, subprotocols=["binary"]) as ws:
+            greeting = await asyncio.wait_for(ws.recv(), 10)
+            return greeting if isinstance(greeting, bytes) else greeting.encode()
+
+    assert asyncio.run(handshake()).startswith(b"RFB 003.")
+
+
+def test_stop_and_start_show_in_power_state_and_console(cloud: Deployment, server: dict) -> None:
+    markers = sum(MARKER in x for x in _console(cloud, "vm1").splitlines())
+    cloud.openstack("server", "stop", "vm1")
+    deadline = time.monotonic() + 90
+    while cloud.json("server", "show", "vm1")["status"] != "SHUTOFF":
+        assert time.monotonic() < deadline, "vm1 did not stop"
+        time.sleep(1)
+    cloud.openstack("server", "start", "vm1")
+    _marker(cloud, "vm1", markers + 1)
+    assert cloud.json("server", "show", "vm1")["status"] == "ACTIVE"
+
+
+def test_snapshot_becomes_an_active_image(cloud: Deployment, server: dict) -> None:
+    started = time.monotonic()
+    image = cloud.json("server", "image", "create", "--wait", "--name", "vm1-snap", "vm1")
+    print(f"snapshot {time.monotonic() - started:.1f} s")
+    shown = cloud.json("image", "show", image["id"])
+    assert shown["status"] == "active" and shown["disk_format"] == "qcow2"
+    assert shown["properties"]["image_type"] == "snapshot"
+    assert shown["properties"]["instance_uuid"] == server["created"]["id"]
+
+
+def test_delete_leaves_no_process_or_tap(cloud: Deployment, server: dict) -> None:
+    uuid = server["created"]["id"]
+    ports = cloud.json("port", "list", "--server", uuid)
+    cloud.openstack("server", "delete", "--wait", "vm1")
+    qemus = subprocess.run(["pgrep", "-af", uuid], capture_output=True, text=True).stdout
+    assert "qemu-system" not in qemus
+    links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
+    for port in ports:
+        assert f"tap{port['ID'][:11]}" not in links
+    state = Path(cloud.extra_env["data_dir"]) / "compute"
+    assert not list(state.glob(f"*/instances/{uuid}"))
