@@ -18,6 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from onestack.compute.agent_volumes import AgentVolumes, VolumeCasts
 from onestack.compute.drivers import default_driver, load_driver
 from onestack.compute.drivers.base import ComputeDriver, DriverError, InstanceSpec, PowerState
 from onestack.compute.images import ImageTransfer
@@ -81,6 +82,7 @@ class ComputeAgent:
         self.client = client
         self.conductor = ConductorClient(bus)
         self.vif_events = VifEvents()
+        self.volumes = AgentVolumes(self)
         self._consumer: Consumer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._heartbeat = PeriodicTask(
@@ -210,12 +212,14 @@ class ComputeAgent:
             )
             waiters = await self.wait_for_vifs(spec.uuid, ports)
             vifs = [vif_of(p) for p in ports]
-            await self.driver.spawn(spec, vifs, [], self.fetch_image)
+            devices = await self.volumes.connect_boot(instance)
+            await self.driver.spawn(spec, vifs, devices, self.fetch_image)
             if waiters:
                 await asyncio.wait_for(
                     asyncio.gather(*waiters.values()), self.config.vif_plugging_timeout
                 )
             power = await self.driver.power_state(spec)
+            await self.volumes.complete_boot(spec.uuid)
         except Exception as exc:
             error = (
                 "Timed out waiting for network-vif-plugged"
@@ -226,6 +230,8 @@ class ComputeAgent:
             self.vif_events.forget(spec.uuid)
             with contextlib.suppress(Exception):
                 await self.driver.destroy(spec, [vif_of(p) for p in ports])
+            with contextlib.suppress(Exception):
+                await self.volumes.rollback_boot(spec.uuid)
             if not instance.get("ports"):
                 with contextlib.suppress(Exception):
                     await self.ports.release(ports, spec.uuid)
@@ -257,7 +263,7 @@ class ComputeAgent:
             elif action == "stop":
                 await driver.power_off(spec)
             elif action == "start":
-                await driver.power_on(spec, vifs, [])
+                await driver.power_on(spec, vifs, await self.volumes.devices(spec.uuid))
             elif action == "pause":
                 await driver.pause(spec)
             elif action == "unpause":
@@ -265,7 +271,7 @@ class ComputeAgent:
             elif action == "suspend":
                 await driver.suspend(spec)
             elif action == "resume":
-                await driver.resume(spec, vifs, [])
+                await driver.resume(spec, vifs, await self.volumes.devices(spec.uuid))
             elif action == "rescue":
                 await driver.rescue(spec, vifs, self.fetch_image, args.get("image_id") or "")
             elif action == "unrescue":
@@ -319,7 +325,7 @@ class ComputeAgent:
         )
 
 
-class AgentHandler:
+class AgentHandler(VolumeCasts):
     """The bus face of an agent: casts start background work, calls answer."""
 
     def __init__(self, agent: ComputeAgent):
@@ -345,6 +351,9 @@ class AgentHandler:
     async def external_event(self, uuid: str, name: str, tag: str, status: str) -> bool:
         if name == "network-vif-plugged":
             return self.agent.vif_events.deliver(uuid, tag, status)
+        if name == "volume-extended":
+            self.agent.spawn_task(self.agent.volumes.extend(uuid, tag))
+            return True
         return False
 
     async def console_output(self, instance: dict[str, Any], length: int | None = None) -> str:

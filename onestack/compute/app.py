@@ -25,6 +25,7 @@ from onestack.compute.api import (
     services,
     tenant_usage,
     versions,
+    volume_attachments,
 )
 from onestack.compute.api.common import MICROVERSIONS
 from onestack.compute.service import ComputeService
@@ -52,6 +53,7 @@ MODULES = (
     tenant_usage,
     migrations,
     instance_actions,
+    volume_attachments,
 )
 
 

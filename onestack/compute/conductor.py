@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from onestack.compute import vm_states
 from onestack.compute.actions import add_event, record_event
+from onestack.compute.conductor_volumes import VolumeReports
 from onestack.compute.host_aggregates import zone_member_of
 from onestack.compute.host_states import (
     COMPUTE_BINARY,
@@ -55,7 +56,7 @@ def quota_deltas(flavor: dict[str, Any], count: int = 1) -> dict[str, int]:
             "ram": int(flavor["ram"]) * count}  # fmt: skip
 
 
-class Conductor:
+class Conductor(VolumeReports):
     """Bus handler of the ``conductor`` topic."""
 
     def __init__(self, service: ComputeService, placement: PlacementClient):
@@ -381,6 +382,7 @@ class Conductor:
         except PlacementError:
             log.exception("releasing the allocations of %s", inst.uuid)
         await self._leave_group(inst.uuid)
+        await self.release_volumes(inst.uuid)
         now = utcnow()
         async with self.db.session() as session:
             marked = await session.execute(

@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 
 from onestack.compute import vm_states
 from onestack.compute.actions import open_action
+from onestack.compute.api import block_device_mapping
 from onestack.compute.api.common import (
     as_bool,
     as_int,
@@ -44,6 +45,7 @@ from onestack.compute.api.remote import (
     security_group_exists,
     usable_networks,
 )
+from onestack.compute.api.volume_attachments import volumes_attached
 from onestack.compute.conductor import quota_deltas
 from onestack.compute.models import Instance, InstanceMetadata, InstanceTag, KeyPair
 from onestack.compute.models_admin import (
@@ -113,16 +115,17 @@ async def render(
             await session.execute(select(InstanceTag).where(InstanceTag.instance_uuid.in_(ids)))
         ).scalars():
             tags[tag_row.instance_uuid].append(tag_row.tag)
+    attached = await volumes_attached(request, session, ids)
     views = []
     for server in servers:
         floating = None
         if fresh and server.ports:
             floating = await floating_ips(request, [p["port_id"] for p in server.ports])
-        views.append(
-            server_view(
-                request, server, metadata[server.uuid], sorted(tags[server.uuid]), floating=floating
-            )
+        view = server_view(
+            request, server, metadata[server.uuid], sorted(tags[server.uuid]), floating=floating
         )
+        view["os-extended-volumes:volumes_attached"] = attached[server.uuid]
+        views.append(view)
     return views
 
 
@@ -491,6 +494,7 @@ async def create_server(request: Request) -> Response:
     elif not body.get("block_device_mapping_v2"):
         raise BadRequest("Missing imageRef attribute")
     requested = await _requested_networks(request, body, project_id)
+    planned = await block_device_mapping.plan(request, body, project_id, max_count)
     if max_count > 1 and any(item.get("port") for item in requested):
         raise BadRequest(
             "Unable to launch multiple instances with a single configured port ID. "
@@ -567,6 +571,7 @@ async def create_server(request: Request) -> Response:
                     session.add(ServerGroupMember(group_id=group_pk, instance_uuid=inst.uuid))
                 open_action(session, inst.uuid, "create", request_id, project_id, user_id)
                 servers.append(inst)
+            await block_device_mapping.record(request, session, servers, planned)
     except BaseException:
         await compute.quotas.rollback(reservation)
         raise

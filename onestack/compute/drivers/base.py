@@ -231,6 +231,12 @@ class ComputeDriver(abc.ABC):
         """Unplug a volume from a running server."""
         raise DriverError(f"{self.name} does not support volume attach")
 
+    async def extend_volume(
+        self, instance: InstanceSpec, device: BlockDevice, new_size: int
+    ) -> None:
+        """Show the guest an attached volume that block storage grew to ``new_size`` bytes."""
+        raise DriverError(f"{self.name} does not support volume extend")
+
     async def attach_interface(self, instance: InstanceSpec, vif: Vif) -> None:
         """Hot-plug a network interface."""
         raise DriverError(f"{self.name} does not support interface attach")

@@ -39,6 +39,7 @@ class FakeGuest:
     rescued: bool = False
     console: list[str] = field(default_factory=list)
     volumes: dict[str, BlockDevice] = field(default_factory=dict)
+    volume_sizes: dict[str, int] = field(default_factory=dict)  # bytes, once extended
     vifs: dict[str, Vif] = field(default_factory=dict)
 
 
@@ -187,6 +188,14 @@ class FakeDriver(ComputeDriver):
 
     async def detach_volume(self, instance: InstanceSpec, device: BlockDevice) -> None:
         self._guest(instance).volumes.pop(device.volume_id, None)
+
+    async def extend_volume(
+        self, instance: InstanceSpec, device: BlockDevice, new_size: int
+    ) -> None:
+        guest = self._guest(instance)
+        if device.volume_id not in guest.volumes:
+            raise DriverError(f"volume {device.volume_id} is not attached to {instance.uuid}")
+        guest.volume_sizes[device.volume_id] = new_size
 
     async def attach_interface(self, instance: InstanceSpec, vif: Vif) -> None:
         self._guest(instance).vifs[vif.port_id] = vif

@@ -1,0 +1,208 @@
+"""The compute agent's volume work: Cinder's attachment workflow around the driver.
+
+Attach: give the reserved attachment this host's connector, plug the connection info it
+answers into the guest, complete the attachment (the volume goes in-use). Detach: unplug,
+then delete the attachment. A failure gives back what was taken (the attachment of a
+failed attach is deleted). Boot volumes are connected before spawn and completed after
+it. The agent never writes the mappings: it reports to the conductor, and reads them
+through it (``block_devices_of``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from onestack.compute.drivers.base import BlockDevice, DriverError, PowerState
+from onestack.compute.payloads import spec_of
+from onestack.compute.volumes import Cinder, block_device
+
+if TYPE_CHECKING:
+    from onestack.compute.agent import ComputeAgent
+
+log = logging.getLogger(__name__)
+
+# Seconds a boot volume (created from an image) may take to become available.
+BOOT_VOLUME_TIMEOUT = 600.0
+PLUGGED_STATES = (PowerState.RUNNING, PowerState.PAUSED)
+
+
+def describe(exc: BaseException) -> str:
+    """A fault message for a failure."""
+    return str(exc) or type(exc).__name__
+
+
+class AgentVolumes:
+    """Volume work of one compute agent."""
+
+    def __init__(self, agent: ComputeAgent):
+        self.agent = agent
+        # Attachments a build connected and has not completed yet, by server.
+        self._boot: dict[str, list[dict[str, Any]]] = {}
+
+    @property
+    def cinder(self) -> Cinder:
+        if self.agent.client is None:
+            raise DriverError("this agent has no service credentials to reach block storage")
+        return Cinder(self.agent.client)
+
+    async def connector(self, device_name: str) -> dict[str, Any]:
+        """What block storage needs to export a volume to this host."""
+        capacity = await self.agent.driver.host_capacity()
+        return {
+            "host": self.agent.host,
+            "ip": capacity.host_ip,
+            "initiator": None,
+            "platform": "x86_64",
+            "os_type": "linux",
+            "multipath": False,
+            "mountpoint": device_name,
+        }
+
+    async def _mappings(self, uuid: str) -> dict[str, Any]:
+        answer: dict[str, Any] = await self.agent.conductor.call("block_devices_of", uuid=uuid)
+        return answer
+
+    async def devices(self, uuid: str) -> list[BlockDevice]:
+        """The connected volumes of a server (to plug when it starts again)."""
+        answer = await self._mappings(uuid)
+        return [
+            block_device(bdm)
+            for bdm in answer["block_devices"]
+            if bdm["status"] == "attached" and bdm.get("connection_info")
+        ]
+
+    # ----- hot plug -----------------------------------------------------------------------
+
+    async def attach(self, instance: dict[str, Any], bdm: dict[str, Any], request_id: str) -> None:
+        """Connect, plug and complete one reserved attachment; report the outcome."""
+        spec = spec_of(instance)
+        agent = self.agent
+        report = {"uuid": spec.uuid, "bdm_uuid": bdm["uuid"], "request_id": request_id,
+                  "host": agent.host}  # fmt: skip
+        try:
+            info = await self.cinder.connect(
+                bdm["attachment_id"], await self.connector(bdm["device_name"])
+            )
+            device = block_device(bdm, info)
+            plugged = await agent.driver.power_state(spec) in PLUGGED_STATES
+            if plugged:
+                await agent.driver.attach_volume(spec, device)
+            try:
+                await self.cinder.complete(bdm["attachment_id"])
+            except Exception:
+                if plugged:
+                    with contextlib.suppress(Exception):
+                        await agent.driver.detach_volume(spec, device)
+                raise
+        except Exception as exc:
+            error = describe(exc)
+            log.warning("attaching volume %s to %s failed: %s", bdm["volume_id"], spec.uuid, error)
+            with contextlib.suppress(Exception):
+                await self.cinder.delete_attachment(bdm["attachment_id"])
+            await agent.conductor.cast("volume_attach_failed", error=error, **report)
+            return
+        await agent.conductor.cast("volume_attached", connection_info=info, **report)
+
+    async def detach(self, instance: dict[str, Any], bdm: dict[str, Any], request_id: str) -> None:
+        """Unplug the volume and delete its attachment; report the outcome."""
+        spec = spec_of(instance)
+        agent = self.agent
+        report = {"uuid": spec.uuid, "bdm_uuid": bdm["uuid"], "request_id": request_id,
+                  "host": agent.host}  # fmt: skip
+        try:
+            if await agent.driver.power_state(spec) != PowerState.NOSTATE:
+                await agent.driver.detach_volume(spec, block_device(bdm))
+            if bdm.get("attachment_id"):
+                await self.cinder.delete_attachment(bdm["attachment_id"])
+        except Exception as exc:
+            error = describe(exc)
+            log.warning("detaching volume %s from %s failed: %s", bdm["volume_id"], spec.uuid,
+                        error)  # fmt: skip
+            await agent.conductor.cast("volume_detach_failed", error=error, **report)
+            return
+        await agent.conductor.cast("volume_detached", **report)
+
+    async def extend(self, uuid: str, volume_id: str) -> None:
+        """Block storage grew an attached volume: the guest's disk grows to its new size."""
+        answer = await self._mappings(uuid)
+        if answer["instance"] is None:
+            return
+        spec = spec_of(answer["instance"])
+        for bdm in answer["block_devices"]:
+            if bdm["volume_id"] != volume_id or bdm["status"] != "attached":
+                continue
+            volume = await self.cinder.volume(volume_id)
+            if volume is None:
+                return
+            try:
+                await self.agent.driver.extend_volume(
+                    spec, block_device(bdm), int(volume["size"]) << 30
+                )
+            except DriverError as exc:
+                log.warning("growing volume %s in %s failed: %s", volume_id, uuid, exc)
+
+    # ----- boot volumes -------------------------------------------------------------------
+
+    async def connect_boot(self, instance: dict[str, Any]) -> list[BlockDevice]:
+        """Before spawn: wait for each mapped volume, attach it to this host, and answer
+        the devices to boot with (nothing to do for a server mapped no volumes)."""
+        if not instance.get("block_device_mapping"):
+            return []
+        uuid = instance["spec"]["uuid"]
+        answer = await self._mappings(uuid)
+        connected: list[dict[str, Any]] = []
+        self._boot[uuid] = connected
+        devices = []
+        for bdm in answer["block_devices"]:
+            try:
+                await self.cinder.wait_status(
+                    bdm["volume_id"], ("available", "in-use"), BOOT_VOLUME_TIMEOUT
+                )
+                attachment = await self.cinder.create_attachment(
+                    bdm["volume_id"], uuid, await self.connector(bdm["device_name"])
+                )
+            except Exception as exc:
+                raise DriverError(f"volume {bdm['volume_id']}: {describe(exc)}") from exc
+            info = attachment.get("connection_info") or {}
+            connected.append({"uuid": bdm["uuid"], "attachment_id": attachment["id"],
+                              "connection_info": info, "status": "attached"})  # fmt: skip
+            devices.append(block_device(bdm, info))
+        return devices
+
+    async def complete_boot(self, uuid: str) -> None:
+        """After spawn: complete the boot attachments and tell the conductor."""
+        connected = self._boot.pop(uuid, [])
+        if not connected:
+            return
+        for device in connected:
+            await self.cinder.complete(device["attachment_id"])
+        await self.agent.conductor.call("boot_volumes_connected", uuid=uuid, devices=connected)
+
+    async def rollback_boot(self, uuid: str) -> None:
+        """A failed build: its attachments go, the volumes stay for the next host."""
+        connected = self._boot.pop(uuid, [])
+        for device in connected:
+            with contextlib.suppress(Exception):
+                await self.cinder.delete_attachment(device["attachment_id"])
+        if connected:
+            gone = [{"uuid": d["uuid"], "attachment_id": None, "connection_info": None,
+                     "status": "attaching"} for d in connected]  # fmt: skip
+            await self.agent.conductor.call("boot_volumes_connected", uuid=uuid, devices=gone)
+
+
+class VolumeCasts:
+    """The bus face of the volume work (mixed into the agent's handler)."""
+
+    agent: ComputeAgent
+
+    async def attach_volume(
+        self, instance: dict[str, Any], bdm: dict[str, Any], request_id: str
+    ) -> None:
+        self.agent.spawn_task(self.agent.volumes.attach(instance, bdm, request_id))
+
+    async def detach_volume(
+        self, instance: dict[str, Any], bdm: dict[str, Any], request_id: str
+    ) -> None:
+        self.agent.spawn_task(self.agent.volumes.detach(instance, bdm, request_id))

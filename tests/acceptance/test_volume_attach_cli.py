@@ -1,0 +1,194 @@
+"""Volumes attached to servers, with the real openstack CLI on a cloud of two fake hosts:
+``server add volume`` (the volume in-use with its attachment, ``volumes_attached`` in
+``server show``), the errors Nova gives (an in-use volume, another project's volume),
+``server remove volume``, growing an attached volume, boot from volume (``--boot-from-volume``
+and ``--volume``) and what server delete does with the mapped volumes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.acceptance.conftest import (
+    ADMIN_PASSWORD,
+    Deployment,
+    Process,
+    free_port,
+    issue_token,
+)
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """``onestack up --fake-hosts 2`` with an image and a network, once its hosts report."""
+    data_dir = tmp_path_factory.mktemp("volattach")
+    port = free_port()
+    process = Process(
+        ["up", "--port", str(port), "--data-dir", str(data_dir),
+         "--admin-password", ADMIN_PASSWORD, "--fake-hosts", "2"],
+        data_dir / "onestack.out",
+        env={"ONESTACK_NETWORK__DRIVER": "noop"},
+    )  # fmt: skip
+    auth_url = f"http://127.0.0.1:{port}/identity/v3"
+    process.wait_ready(auth_url)
+    deployment = Deployment("fake-hosts", auth_url, [process])
+    token = issue_token(auth_url, "admin", ADMIN_PASSWORD, "admin").headers["x-subject-token"]
+    deadline = time.monotonic() + 60
+    while True:
+        answer = httpx.get(
+            f"http://127.0.0.1:{port}/compute/v2.1/os-hypervisors",
+            headers={"X-Auth-Token": token},
+        )
+        if answer.status_code == 200 and len(answer.json()["hypervisors"]) == 2:
+            break
+        assert time.monotonic() < deadline, answer.text
+        time.sleep(0.2)
+    image = data_dir / "guest.img"
+    image.write_bytes(b"\0" * (1 << 20))
+    deployment.openstack("image", "create", "--disk-format", "raw", "--container-format",
+                         "bare", "--file", str(image), "--public", "guest")  # fmt: skip
+    deployment.openstack("network", "create", "intnet")
+    deployment.openstack("subnet", "create", "--network", "intnet", "--subnet-range",
+                         "10.6.6.0/24", "intsub")  # fmt: skip
+    yield deployment
+    assert process.stop() == 0, process.log.read_text()[-2000:]
+
+
+def wait_volume(cloud: Deployment, name: str, status: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        volume: dict[str, Any] = cloud.json("volume", "show", name)
+        if volume["status"] == status:
+            return volume
+        assert not volume["status"].startswith("error"), volume
+        assert time.monotonic() < deadline, f"{name} stayed {volume['status']}, not {status}"
+        time.sleep(0.3)
+
+
+def wait_gone(cloud: Deployment, name: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while cloud.openstack("volume", "show", name, check=False).returncode == 0:
+        assert time.monotonic() < deadline, f"volume {name} was not deleted"
+        time.sleep(0.3)
+
+
+def attached_ids(cloud: Deployment, server: str) -> list[str]:
+    shown = cloud.json("server", "show", server)
+    return [entry["id"] for entry in shown["volumes_attached"]]
+
+
+def boot(cloud: Deployment, name: str, *options: str) -> dict[str, Any]:
+    cloud.openstack("server", "create", "--flavor", "1", "--network", "intnet", "--wait",
+                    *options, name)  # fmt: skip
+    server: dict[str, Any] = cloud.json("server", "show", name)
+    assert server["status"] == "ACTIVE", server
+    return server
+
+
+def test_attach_and_detach(cloud: Deployment) -> None:
+    cloud.openstack("volume", "create", "--size", "1", "vol1")
+    vol1 = wait_volume(cloud, "vol1", "available")
+    server = boot(cloud, "inst1", "--image", "guest")
+    boot(cloud, "inst2", "--image", "guest")
+
+    cloud.openstack("server", "add", "volume", "inst1", "vol1")
+    volume = wait_volume(cloud, "vol1", "in-use")
+    (attachment,) = volume["attachments"]
+    assert attachment["server_id"] == server["id"]
+    assert attachment["device"] == "/dev/vdb"
+    assert attached_ids(cloud, "inst1") == [vol1["id"]]
+    (listed,) = cloud.json("server", "volume", "list", "inst1")
+    assert listed["Volume ID"] == vol1["id"] and listed["Device"] == "/dev/vdb"
+
+    # A volume that is not multiattach is attached to one server at a time.
+    taken = cloud.openstack("server", "add", "volume", "inst2", "vol1", check=False)
+    assert taken.returncode != 0 and "Invalid volume" in taken.stderr, taken.stderr
+    again = cloud.openstack("server", "add", "volume", "inst1", "vol1", check=False)
+    assert again.returncode != 0 and "already attached" in again.stderr, again.stderr
+
+    # Growing an attached volume: block storage tells compute, the volume stays in use.
+    cloud.openstack("volume", "set", "--size", "2", "vol1")
+    deadline = time.monotonic() + 60
+    while cloud.json("volume", "show", "vol1")["size"] != 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    wait_volume(cloud, "vol1", "in-use")
+    deadline = time.monotonic() + 30
+    while "volume-extended" not in {
+        e["Action"] for e in cloud.json("server", "event", "list", "inst1")
+    }:
+        assert time.monotonic() < deadline, "compute was not told of the new size"
+        time.sleep(0.3)
+
+    cloud.openstack("server", "remove", "volume", "inst1", "vol1")
+    volume = wait_volume(cloud, "vol1", "available")
+    assert volume["attachments"] == []
+    assert attached_ids(cloud, "inst1") == []
+    missing = cloud.openstack("server", "remove", "volume", "inst1", "vol1", check=False)
+    assert missing.returncode != 0 and "404" in missing.stderr, missing.stderr
+
+    # Now free, it goes to the other server.
+    cloud.openstack("server", "add", "volume", "inst2", "vol1")
+    wait_volume(cloud, "vol1", "in-use")
+    assert attached_ids(cloud, "inst2") == [vol1["id"]]
+
+    # Deleting the server detaches the volume and keeps it (not delete_on_termination).
+    cloud.openstack("server", "delete", "--wait", "inst2")
+    assert wait_volume(cloud, "vol1", "available")["attachments"] == []
+
+
+def test_other_projects_volume_is_not_found(cloud: Deployment) -> None:
+    cloud.openstack("project", "create", "other")
+    cloud.openstack("user", "create", "--project", "other", "--password", "secret", "bob")
+    cloud.openstack("role", "add", "--user", "bob", "--project", "other", "member")
+    bob = cloud.env_for("bob", "secret", "other")
+    cloud.openstack("volume", "create", "--size", "1", "bobvol", env=bob)
+    bob_volume = wait_volume_as(cloud, "bobvol", bob)
+    boot(cloud, "inst3", "--image", "guest")
+    denied = cloud.openstack("server", "add", "volume", "inst3", bob_volume, check=False)
+    assert denied.returncode != 0 and "could not be found" in denied.stderr, denied.stderr
+    assert attached_ids(cloud, "inst3") == []
+    cloud.openstack("server", "delete", "--wait", "inst3")
+
+
+def wait_volume_as(cloud: Deployment, name: str, env: dict[str, str]) -> str:
+    deadline = time.monotonic() + 60
+    while True:
+        volume = cloud.json("volume", "show", name, env=env)
+        if volume["status"] == "available":
+            return str(volume["id"])
+        assert time.monotonic() < deadline, volume
+        time.sleep(0.3)
+
+
+def test_boot_from_volume(cloud: Deployment) -> None:
+    server = boot(cloud, "bfv1", "--image", "guest", "--boot-from-volume", "1")
+    (root_id,) = attached_ids(cloud, "bfv1")
+    root = wait_volume(cloud, root_id, "in-use")
+    assert root["size"] == 1 and root["bootable"] in (True, "true")
+    assert root["attachments"][0]["server_id"] == server["id"]
+    assert root["attachments"][0]["device"] == "/dev/vda"
+    assert server["image"] in ("", "N/A (booted from volume)"), server["image"]
+    root_detach = cloud.openstack("server", "remove", "volume", "bfv1", root_id, check=False)
+    assert root_detach.returncode != 0 and "root device" in root_detach.stderr
+
+    # Not delete_on_termination: the volume outlives the server, then boots another.
+    cloud.openstack("server", "delete", "--wait", "bfv1")
+    wait_volume(cloud, root_id, "available")
+    boot(cloud, "bfv2", "--volume", root_id)
+    wait_volume(cloud, root_id, "in-use")
+    assert attached_ids(cloud, "bfv2") == [root_id]
+    cloud.openstack("server", "delete", "--wait", "bfv2")
+    wait_volume(cloud, root_id, "available")
+    cloud.openstack("volume", "delete", root_id)
+
+    # Mapped with delete_on_termination, the volume goes with the server.
+    boot(cloud, "bfv3", "--image", "guest", "--boot-from-volume", "1", "--delete-on-termination")
+    (doomed,) = attached_ids(cloud, "bfv3")
+    wait_volume(cloud, doomed, "in-use")
+    cloud.openstack("server", "delete", "--wait", "bfv3")
+    wait_gone(cloud, doomed)
