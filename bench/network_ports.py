@@ -14,8 +14,9 @@ One run against a real ``onestack up`` on a fresh temporary data directory:
    ``rel=next``), check that every created port is listed once (the data plane's own
    ``network:*`` ports aside) and count duplicate
    ``fixed_ips`` addresses (must be 0);
-5. read the server's resident memory (``VmRSS``), stop it (SIGINT, SIGKILL after 20 s),
-   delete the data directory.
+5. read the server's resident memory (``VmRSS``); with the linuxbridge data plane, delete
+   the ports and networks and wait for the agent to remove their namespace and bridge;
+   stop the server (SIGINT, SIGKILL after 20 s), delete the data directory.
 
 Phases: the headline (``--ports`` 1000 at ``--concurrency`` 16), then a baseline at
 concurrency 1 (``--baseline-ports`` 200) for the latency of one create with no queueing.
@@ -368,6 +369,29 @@ async def verify(client: httpx.AsyncClient, phase: Phase) -> None:
     phase.duplicate_addresses = len(addresses) - len(set(addresses))
 
 
+async def remove_data_plane(client: httpx.AsyncClient, phases: list[Phase], width: int) -> None:
+    """With a real data plane (linuxbridge), delete what the run made so nothing stays on
+    the host (the DHCP namespace and dnsmasq, the bridge); the noop driver needs nothing."""
+    agents = (await client.get("/network/v2.0/agents")).json().get("agents", [])
+    if not any(a.get("configurations", {}).get("driver") == "linuxbridge" for a in agents):
+        return
+    gate = asyncio.Semaphore(width)
+
+    async def delete(port_id: str) -> None:
+        async with gate:
+            await client.delete(f"/network/v2.0/ports/{port_id}")
+
+    for phase in phases:
+        await asyncio.gather(*(delete(port_id) for port_id in phase.created_ids))
+        await client.delete(f"/network/v2.0/networks/{phase.network_id}")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        if not any(phase.network_id in names for phase in phases):
+            return
+        await asyncio.sleep(0.2)
+
+
 async def run(args: argparse.Namespace, run_info: Run) -> None:
     """Start the server, run every phase, read its memory and stop it."""
     data_dir = Path(tempfile.mkdtemp(prefix="onestack-bench-ports-"))
@@ -416,6 +440,7 @@ async def run(args: argparse.Namespace, run_info: Run) -> None:
             run_info.rss_end_mib = kib_to_mib(status.get("VmRSS"))
             run_info.hwm_mib = kib_to_mib(status.get("VmHWM"))
             run_info.threads = int(status["Threads"]) if "Threads" in status else None
+            await remove_data_plane(client, run_info.phases, args.concurrency)
     except RuntimeError as exc:
         run_info.setup_error = str(exc)
     finally:

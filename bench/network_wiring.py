@@ -201,14 +201,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "rule",
             )
             dhcp_ns = f"qdhcp-{net['id']}"
-            await until(lambda: dhcp_ns in sh("ip", "netns", "list").stdout)
-            for _ in range(args.ports):
-                samples.append(await sample(client, net["id"], host, dhcp_ns, data_dir))
-            ports = await client.get(f"/network/v2.0/ports?network_id={net['id']}")
-            for leftover in ports.json()["ports"]:
-                if leftover["device_owner"].startswith("compute:"):
-                    await client.delete(f"/network/v2.0/ports/{leftover['id']}")
-            await client.delete(f"/network/v2.0/networks/{net['id']}")
+            try:
+                await until(lambda: dhcp_ns in sh("ip", "netns", "list").stdout)
+                for _ in range(args.ports):
+                    samples.append(await sample(client, net["id"], host, dhcp_ns, data_dir))
+            finally:
+                ports = await client.get(f"/network/v2.0/ports?network_id={net['id']}")
+                for leftover in ports.json()["ports"]:
+                    if leftover["device_owner"].startswith("compute:"):
+                        await client.delete(f"/network/v2.0/ports/{leftover['id']}")
+                await client.delete(f"/network/v2.0/networks/{net['id']}")
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
                 names = sh("ip", "netns", "list").stdout + sh("ip", "-o", "link").stdout

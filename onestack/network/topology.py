@@ -140,8 +140,10 @@ async def desired_state(service: NetworkService) -> dict[str, Any]:
     members: dict[str, list[str]] = {}
     for port in ports:
         for group_id in port.security_groups or []:
+            # As Neutron's remote-group sets: the fixed addresses and the allowed pairs.
             members.setdefault(group_id, []).extend(
-                ip["ip_address"] for ip in fixed.get(port.id, [])
+                [ip["ip_address"] for ip in fixed.get(port.id, [])]
+                + [pair["ip_address"] for pair in port.allowed_address_pairs or []]
             )
     return {
         "networks": [

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import shutil
 import subprocess
 import time
@@ -71,7 +72,10 @@ def in_guest(guest: str, *argv: str, check: bool = True) -> subprocess.Completed
 
 
 def pings(source: str | None, address: str, count: int = 1) -> bool:
-    argv = ("ping", "-c", str(count), "-W", "1", address)
+    # A random ICMP identifier: namespaces number their pings alike, and a ping that reused
+    # an earlier flow's identifier would pass the firewall as that flow's reply.
+    ident = str(random.randint(1, 65535))
+    argv = ("ping", "-e", ident, "-c", str(count), "-W", "1", address)
     result = in_guest(source, *argv, check=False) if source else sh(*argv, check=False)
     return result.returncode == 0
 
@@ -163,6 +167,13 @@ def plug_guest(guest: str, port: dict[str, Any], script: Path) -> None:
     )
 
 
+def readdress(guest: str, old: str, new: str) -> None:
+    """Move the guest from ``old`` to ``new`` (same subnet), keeping its default route."""
+    in_guest(guest, "ip", "addr", "del", f"{old}/24", "dev", "eth0")
+    in_guest(guest, "ip", "addr", "add", f"{new}/24", "dev", "eth0")
+    in_guest(guest, "ip", "route", "replace", "default", "via", f"{INTERNAL}.1")
+
+
 async def check_metadata(unit: Any, guest: str, port: dict[str, Any]) -> None:
     """169.254.169.254 in the guest reaches compute's metadata URL with the signed headers."""
     seen: dict[str, Any] = {}
@@ -186,10 +197,18 @@ async def check_metadata(unit: Any, guest: str, port: dict[str, Any]) -> None:
     unit.agent.metadata.upstream = metadata_url
     try:
         fetch = await asyncio.create_subprocess_exec(
-            "ip", "netns", "exec", guest, "curl", "-sS", "-m", "5",
+            "ip",
+            "netns",
+            "exec",
+            guest,
+            "curl",
+            "-sS",
+            "-m",
+            "5",
             "http://169.254.169.254/openstack/latest/meta_data.json",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         out, err = await fetch.communicate()
     finally:
         server.close()
@@ -349,6 +368,32 @@ async def test_two_guests_dhcp_ping_snat_floating_ip_security_groups(
         await eventually("the floating IP no longer answering", lambda: not pings(None, address))
         assert pings(guests[1], addresses[0]), "members of the group still reach each other"
 
+        # Anti-spoofing: a guest using an address that is not its own is cut off, until
+        # the port's allowed_address_pairs include it.
+        spoofed = f"{INTERNAL}.200"
+        readdress(guests[0], addresses[0], spoofed)
+        assert not pings(guests[0], addresses[1])
+        await api(
+            "PUT",
+            f"/v2.0/ports/{ports[0]['id']}",
+            {"port": {"allowed_address_pairs": [{"ip_address": spoofed}]}},
+        )
+        await eventually("the allowed address pair to pass", lambda: pings(guests[0], addresses[1]))
+        readdress(guests[0], spoofed, addresses[0])
+
+        # Static routes land in the router's namespace.
+        await api(
+            "PUT",
+            f"/v2.0/routers/{router['id']}",
+            {"router": {"routes": [{"destination": "192.0.2.0/24", "nexthop": addresses[1]}]}},
+        )
+
+        def routed() -> bool:
+            table = sh("ip", "-n", f"qrouter-{router['id']}", "route").stdout
+            return f"192.0.2.0/24 via {addresses[1]}" in table
+
+        await eventually("the static route in the router", routed)
+
         # Reconcile: the agent is restarted after a router namespace vanished and while a
         # network was deleted behind its back.
         await unit.agent.stop()
@@ -409,6 +454,10 @@ async def test_two_guests_dhcp_ping_snat_floating_ip_security_groups(
             )
 
         await eventually("everything gone after the deletes", clean)
+        await eventually(
+            "the security-group tables gone",
+            lambda: unit.agent.tag not in sh("nft", "list", "tables").stdout,
+        )
         dnsmasq = sh("pgrep", "-af", "dnsmasq", check=False).stdout
         assert private["id"] not in dnsmasq
         assert time.monotonic() - started < 120

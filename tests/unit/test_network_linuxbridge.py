@@ -67,8 +67,8 @@ def test_security_groups_default_deny_ingress_and_stateful() -> None:
     assert "ip saddr 192.0.2.0/24 meta l4proto tcp tcp dport 22-22 accept" in ingress
     assert "ip saddr @members_g_4 meta l4proto icmp accept" in ingress
     assert (
-        "set members_g_4 { type ipv4_addr; flags interval; elements = { 10.0.0.5, 10.0.0.6 }"
-        in text
+        "set members_g_4 { type ipv4_addr; flags interval; auto-merge; "
+        "elements = { 10.0.0.5/32, 10.0.0.6/32 }" in text
     )
     assert ingress.strip().endswith("drop")
     assert 'oifname "brq6f1c2d3e-4a" jump to_brq6f1c2d3e-4a' in text

@@ -149,6 +149,8 @@ def ruleset(ports: list[dict[str, Any]], groups: dict[str, dict[str, Any]], tag:
     group_table = f"{GROUPS_PREFIX}{tag}"
     members = {gid: group.get("members", []) for gid, group in groups.items()}
     protected = [p for p in ports if secured(p)]
+    if not protected:
+        return teardown(tag)  # nothing to filter: no tables left on the host
     spoof = [
         f"table bridge {spoof_table}",
         f"delete table bridge {spoof_table}",
@@ -180,11 +182,15 @@ def ruleset(ports: list[dict[str, Any]], groups: dict[str, dict[str, Any]], tag:
     for group_id in sorted(remote):
         for version, kind in ((4, "ipv4_addr"), (6, "ipv6_addr")):
             addresses = sorted(
-                {a for a in members.get(group_id, []) if ipaddress.ip_address(a).version == version}
+                {
+                    str(ipaddress.ip_network(a, strict=False))
+                    for a in members.get(group_id, [])
+                    if ipaddress.ip_network(a, strict=False).version == version
+                }
             )
             elements = f" elements = {_set(addresses)};" if addresses else ""
             name = _member_set(group_id, version)
-            filters.append(f"  set {name} {{ type {kind}; flags interval;{elements} }}")
+            filters.append(f"  set {name} {{ type {kind}; flags interval; auto-merge;{elements} }}")
     by_bridge: dict[str, list[dict[str, Any]]] = {}
     for port in protected:
         by_bridge.setdefault(bridge_name(port["network_id"]), []).append(port)
