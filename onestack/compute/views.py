@@ -8,10 +8,17 @@ from typing import Any
 
 from starlette.requests import Request
 
-from onestack.compute.api.common import at_least, is_admin
+from onestack.compute.api.common import at_least, is_admin, version
 from onestack.compute.models import Flavor, Instance
 from onestack.compute.vm_states import status_of
+from onestack.core.asgi.microversion import Version
 from onestack.core.asgi.routing import service_root
+
+# The microversions a server view depends on, parsed once.
+VERSIONS = {
+    text: Version.parse(text)
+    for text in ("2.3", "2.9", "2.16", "2.19", "2.26", "2.47", "2.63", "2.73", "2.90", "2.96")
+}
 
 
 def iso_z(value: dt.datetime | None) -> str | None:
@@ -123,11 +130,19 @@ def server_view(
     *,
     floating: dict[str, list[str]] | None = None,
     host_status: str | None = None,
+    admin: bool | None = None,
 ) -> dict[str, Any]:
-    """A server as ``GET /servers/{id}`` and ``/servers/detail`` show it."""
-    admin = is_admin(request)
+    """A server as ``GET /servers/{id}`` and ``/servers/detail`` show it (``admin``: the
+    caller's policy answer, when a list already asked it once)."""
+    if admin is None:
+        admin = is_admin(request)
+    asked = version(request)
+
+    def at_least(text: str) -> bool:
+        return asked >= VERSIONS[text]
+
     flavor = inst.flavor
-    if at_least(request, "2.47"):
+    if at_least("2.47"):
         flavor_part: dict[str, Any] = {
             "vcpus": flavor["vcpus"],
             "ram": flavor["ram"],
@@ -185,7 +200,7 @@ def server_view(
         view["OS-EXT-SRV-ATTR:host"] = inst.host
         view["OS-EXT-SRV-ATTR:hypervisor_hostname"] = inst.node
         view["OS-EXT-SRV-ATTR:instance_name"] = inst.instance_name
-        if at_least(request, "2.3"):
+        if at_least("2.3"):
             view.update(
                 {
                     "OS-EXT-SRV-ATTR:reservation_id": inst.reservation_id,
@@ -197,21 +212,21 @@ def server_view(
                     "OS-EXT-SRV-ATTR:user_data": inst.user_data,
                 }
             )
-        if at_least(request, "2.16") and host_status is not None:
+        if at_least("2.16") and host_status is not None:
             view["host_status"] = host_status
-    elif at_least(request, "2.90"):
+    elif at_least("2.90"):
         view["OS-EXT-SRV-ATTR:hostname"] = inst.hostname
-    if at_least(request, "2.9"):
+    if at_least("2.9"):
         view["locked"] = inst.locked
-    if at_least(request, "2.19"):
+    if at_least("2.19"):
         view["description"] = inst.display_description
-    if at_least(request, "2.26"):
+    if at_least("2.26"):
         view["tags"] = tags
-    if at_least(request, "2.73"):
+    if at_least("2.73"):
         view["locked_reason"] = inst.locked_reason
-    if at_least(request, "2.96"):
+    if at_least("2.96"):
         view["pinned_availability_zone"] = (inst.system_metadata or {}).get("requested_zone")
-    if at_least(request, "2.63"):
+    if at_least("2.63"):
         view["trusted_image_certificates"] = None
     return view
 

@@ -117,12 +117,18 @@ async def render(
             tags[tag_row.instance_uuid].append(tag_row.tag)
     attached = await volumes_attached(request, session, ids)
     views = []
+    admin = is_admin(request)
     for server in servers:
         floating = None
         if fresh and server.ports:
             floating = await floating_ips(request, [p["port_id"] for p in server.ports])
         view = server_view(
-            request, server, metadata[server.uuid], sorted(tags[server.uuid]), floating=floating
+            request,
+            server,
+            metadata[server.uuid],
+            sorted(tags[server.uuid]),
+            floating=floating,
+            admin=admin,
         )
         view["os-extended-volumes:volumes_attached"] = attached[server.uuid]
         views.append(view)
