@@ -25,9 +25,11 @@ import httpx
 import pytest
 
 from onestack.cloud import Cloud
+from onestack.compute.drivers.base import Vif
 from onestack.network.agent import NetworkAgent
 from onestack.network.drivers.linuxbridge import bridges
 from onestack.network.drivers.linuxbridge.metadata import sign
+from onestack.network.vif import plug, unplug
 from tests.conftest import ADMIN_PASSWORD, CloudClient, make_settings
 
 TOOLS = ("ip", "nft", "dnsmasq", "busybox", "ping", "curl")
@@ -165,6 +167,46 @@ def plug_guest(guest: str, port: dict[str, Any], script: Path) -> None:
         "-s",
         str(script),
     )
+
+
+async def check_vif_plugging(api: Api, network_id: str, host: str) -> None:
+    """vif.plug (what the qemu driver calls) makes the tap the agent reports ACTIVE."""
+    port = (
+        await api(
+            "POST",
+            "/v2.0/ports",
+            {
+                "port": {
+                    "network_id": network_id,
+                    "binding:host_id": host,
+                    "device_owner": "compute:nova",
+                    "device_id": str(uuid.uuid4()),
+                }
+            },
+            201,
+        )
+    )["port"]
+    vif = Vif(
+        port_id=port["id"],
+        mac_address=port["mac_address"],
+        network_id=network_id,
+        vif_type=port["binding:vif_type"],
+        details=port["binding:vif_details"],
+        mtu=1500,
+    )
+
+    async def status(wanted: str) -> bool:
+        shown = await api("GET", f"/v2.0/ports/{port['id']}")
+        return bool(shown["port"]["status"] == wanted)
+
+    await plug(vif)
+    await plug(vif)  # idempotent
+    masters = sh("ip", "-o", "link", "show", "master", vif.details["bridge_name"]).stdout
+    assert bridges.tap_name(port["id"]) in masters
+    await eventually("the plugged tap ACTIVE", lambda: status("ACTIVE"))
+    await unplug(vif)
+    await eventually("the unplugged port DOWN", lambda: status("DOWN"))
+    await api("DELETE", f"/v2.0/ports/{port['id']}", status=204)
 
 
 def readdress(guest: str, old: str, new: str) -> None:
@@ -329,6 +371,7 @@ async def test_two_guests_dhcp_ping_snat_floating_ip_security_groups(
             return all(p["status"] == "ACTIVE" for p in found)
 
         await eventually("both ports ACTIVE", active)
+        await check_vif_plugging(api, private["id"], host)
         assert pings(guests[0], addresses[1]) and pings(guests[1], addresses[0])
         # The external side: the host's uplink holds the external gateway; the guest's
         # traffic leaves through the router's SNAT (the host has no route back to it).
