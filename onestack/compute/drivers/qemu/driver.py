@@ -177,7 +177,12 @@ class QemuDriver(ComputeDriver):
         return QEMU_STATES.get(status, PowerState.NOSTATE)
 
     def _definition(
-        self, instance: InstanceSpec, vifs: list[Vif], machine: Machine, config_drive: bool
+        self,
+        instance: InstanceSpec,
+        vifs: list[Vif],
+        machine: Machine,
+        config_drive: bool,
+        boot_volume: BlockDevice | None = None,
     ) -> Definition:
         props = {**instance.image_meta.get("properties", {}), **instance.image_meta}
         bus = str(props.get("hw_disk_bus") or "virtio")
@@ -190,6 +195,9 @@ class QemuDriver(ComputeDriver):
         if not re.fullmatch(r"(pc|q35)[\w.-]*", machine_type):
             raise DriverError(f"hw_machine_type {machine_type!r} is not supported (pc, q35)")
         root = Disk("root", str(machine.dir / "disk"), "qcow2", bus, boot=True)
+        if boot_volume is not None:
+            path, fmt = _volume_path(boot_volume)
+            root = Disk("root", path, fmt, bus, boot=True, serial=boot_volume.volume_id[:20])
         drives = [root]
         if instance.ephemeral_gb:
             drives.append(Disk("eph0", str(machine.dir / "disk.eph0"), "qcow2", bus))
@@ -225,8 +233,19 @@ class QemuDriver(ComputeDriver):
         definition.save(machine.definition_path)
         (machine.dir / "vifs.json").write_text(json.dumps([asdict(v) for v in vifs]))
         await machine.start(definition, incoming)
+        if not block_devices and incoming is None:
+            block_devices = self._saved_volumes(machine)
         for device in block_devices:
-            await self._attach(machine, device)
+            if device.boot_index != 0:
+                await self._attach(machine, device)
+
+    def _saved_volumes(self, machine: Machine) -> list[BlockDevice]:
+        """The volumes plugged into the guest (``volumes.json``), to plug again on restart."""
+        try:
+            saved = json.loads((machine.dir / "volumes.json").read_text())
+            return [BlockDevice(**entry) for entry in saved.values()]
+        except (OSError, ValueError, TypeError):
+            return []
 
     def _saved_vifs(self, machine: Machine) -> list[Vif]:
         try:
@@ -246,16 +265,18 @@ class QemuDriver(ComputeDriver):
     ) -> None:
         if self._bases is None:
             raise DriverError("init_host was not called")
-        if not instance.image_id:
-            raise DriverError("the qemu driver boots from images only (no boot volume yet)")
+        boot_volume = next((d for d in block_devices if d.boot_index == 0), None)
+        if not instance.image_id and boot_volume is None:
+            raise DriverError("a server needs an image or a boot volume")
         machine = self._machine(instance)
         async with self._lock(instance):
             machine.dir.mkdir(parents=True, exist_ok=True)
             try:
-                base, fmt = await self._bases.get(instance.image_id, fetch_image)
-                if progress:
-                    progress(40)
-                await disks.create_overlay(base, fmt, machine.dir / "disk", instance.root_gb)
+                if boot_volume is None:
+                    base, fmt = await self._bases.get(str(instance.image_id), fetch_image)
+                    if progress:
+                        progress(40)
+                    await disks.create_overlay(base, fmt, machine.dir / "disk", instance.root_gb)
                 if instance.ephemeral_gb:
                     await disks.create_blank(machine.dir / "disk.eph0", instance.ephemeral_gb << 10)
                 if instance.swap_mb:
@@ -268,7 +289,7 @@ class QemuDriver(ComputeDriver):
                 if config_drive:
                     await configdrive.build(instance, vifs, machine.dir / "disk.config")
                 (machine.dir / "instance.json").write_text(json.dumps(asdict(instance)))
-                definition = self._definition(instance, vifs, machine, config_drive)
+                definition = self._definition(instance, vifs, machine, config_drive, boot_volume)
                 if progress:
                     progress(70)
                 await self._start(machine, definition, vifs, block_devices)
@@ -578,6 +599,20 @@ class QemuDriver(ComputeDriver):
                     await machine.qmp("blockdev-del", **{"node-name": node})
             _save_list(machine.dir / "volumes.json", device.volume_id, None)
 
+    async def extend_volume(
+        self, instance: InstanceSpec, device: BlockDevice, new_size: int
+    ) -> None:
+        async with self._lock(instance):
+            machine = self._existing(instance)
+            if not machine.running():
+                return
+            if device.boot_index == 0:
+                # A boot volume is the command line's drive "root", not a hot-plugged node.
+                await machine.qmp("block_resize", device="root", size=new_size)
+            else:
+                node = "vol-" + device.volume_id[:18]
+                await machine.qmp("block_resize", **{"node-name": node}, size=new_size)
+
     async def _wait_device_gone(
         self, machine: Machine, device_id: str, timeout: float = 30
     ) -> None:
@@ -642,6 +677,19 @@ class QemuDriver(ComputeDriver):
 
     async def vnc_address(self, instance: InstanceSpec) -> tuple[str, int]:
         return "127.0.0.1", await self._running(instance).vnc_port()
+
+
+def _volume_path(device: BlockDevice) -> tuple[str, str]:
+    """Where QEMU opens a volume given as a boot disk: (path or NBD URL, format)."""
+    info = device.connection_info
+    data = info.get("data") or {}
+    if info.get("driver_volume_type") == "file":
+        return str(data["path"]), str(data.get("format") or "raw")
+    if info.get("driver_volume_type") == "nbd":
+        return f"nbd://{data['host']}:{data['port']}/{data.get('name') or ''}", "raw"
+    raise DriverError(
+        f"volume connection type {info.get('driver_volume_type')!r} is not supported (file, nbd)"
+    )
 
 
 def _save_list(path: Path, key: str, value: dict[str, Any] | None) -> None:
