@@ -129,7 +129,7 @@ async def cloud(tmp_path: Path) -> AsyncIterator[CloudClient]:
         yield CloudClient(instance, client)
     finally:
         await client.aclose()
-        unit = instance.units["network"]
+        unit: Any = instance.units["network"]
         agent = unit.agent
         await instance.stop()
         if agent is not None:
