@@ -348,7 +348,7 @@ class NetworkAgent:
                 compute = await self.client.endpoint("compute")
             except APIError:
                 return None
-            self._upstream = compute.replace("/v2.1", "/metadata")
+            self._upstream = compute.rstrip("/").removesuffix("/v2.1") + "/metadata"
         return self._upstream
 
 
