@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import socket
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -23,7 +24,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from onestack.compute.drivers.base import InstanceSpec, PowerState, Vif
+from onestack.compute.drivers.base import BlockDevice, InstanceSpec, PowerState, Vif
 from onestack.compute.guest_image import MARKER, build
 from onestack.core.config import Settings
 
@@ -249,6 +250,19 @@ async def test_snapshot_is_a_bootable_image(driver, guest, tmp_path):
         await driver.destroy(clone, [])
 
 
+async def test_volume_hot_plug(driver, guest, tmp_path):
+    volume = tmp_path / "volume.raw"
+    volume.write_bytes(b"\0" * (16 << 20))
+    info = {"driver_volume_type": "file", "data": {"path": str(volume), "format": "raw"}}
+    device = BlockDevice(volume_id=str(uuid.uuid4()), mountpoint="/dev/vdb", connection_info=info)
+    await driver.attach_volume(guest, device)
+    seen = _serial(driver, guest, "sleep 2; cat /sys/block/vdb/size", "32768")
+    assert "32768" in seen, seen
+    await driver.detach_volume(guest, device)
+    gone = _serial(driver, guest, "sleep 1; ls /sys/block; echo listed", "listed")
+    assert "vdb" not in gone.split("listed")[-2], gone
+
+
 async def test_killed_guest_shows_shutdown(driver, guest):
     pid = driver._machine(guest).pid()
     assert pid
@@ -267,3 +281,38 @@ async def test_destroy_leaves_nothing(driver, guest):
     assert pid is not None and _gone(pid)
     assert await driver.power_state(guest) == PowerState.NOSTATE
     assert guest.uuid not in await driver.list_instances()
+
+
+BRIDGE = "brqqemutest"
+
+
+async def test_live_migration_between_two_hosts_keeps_the_guest(driver, guest_image):
+    """Two agents of one machine: the guest moves with its memory and keeps its tap."""
+    from onestack.compute.drivers.qemu import QemuDriver
+
+    other = QemuDriver(driver.settings)
+    await other.init_host("qemu-test-b")
+    spec = _spec("vm3")
+    spec.config_drive = True
+    port = str(uuid.uuid4())
+    vif = Vif(port_id=port, mac_address="fa:16:3e:00:00:03", network_id=str(uuid.uuid4()),
+              vif_type="bridge", details={"bridge_name": BRIDGE})  # fmt: skip
+    tap = "tap" + port[:11]
+    try:
+        await driver.spawn(spec, [vif], [], await _fetch_from(guest_image))
+        await _marker(driver, spec)
+        _serial(driver, spec, "echo travelled > /tmp/mark; echo written", "written")
+        started = time.monotonic()
+        destination = await other.prepare_live_migration(spec, [vif], [])
+        await driver.live_migrate(spec, destination)
+        print(f"live migration: {time.monotonic() - started:.1f} s")
+        assert spec.uuid not in await driver.list_instances()
+        assert await other.power_state(spec) == PowerState.RUNNING
+        assert "travelled" in _serial(other, spec, "cat /tmp/mark", "travelled")
+        link = subprocess.run(["ip", "-o", "link", "show", tap], capture_output=True, text=True)
+        assert f"master {BRIDGE}" in link.stdout, link
+    finally:
+        await driver.destroy(spec, [vif])
+        await other.destroy(spec, [vif])
+        subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
+    assert not Path(f"/sys/class/net/{tap}").exists()

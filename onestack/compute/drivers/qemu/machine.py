@@ -139,8 +139,14 @@ class Machine:
     def running(self) -> bool:
         return self.pid() is not None
 
-    def command(self, definition: Definition, incoming: str | None = None) -> list[str]:
-        """The QEMU command line of ``definition`` (``incoming``: restore from this URI)."""
+    def command(
+        self,
+        definition: Definition,
+        incoming: str | None = None,
+        tap_fds: dict[str, int] | None = None,
+    ) -> list[str]:
+        """The QEMU command line of ``definition`` (``incoming``: restore from this URI;
+        ``tap_fds``: an open queue of each NIC's tap, by NIC id)."""
         d = definition
         accel = "kvm" if d.accel == "kvm" else "tcg"
         args = [
@@ -186,7 +192,9 @@ class Machine:
         for index, disk in enumerate(d.disks):
             args += self._disk_args(disk, index)
         for nic in d.nics:
-            if nic.tap:
+            if nic.tap and tap_fds and nic.id in tap_fds:
+                netdev = f"tap,id=net-{nic.id},fd={tap_fds[nic.id]}"
+            elif nic.tap:
                 netdev = f"tap,id=net-{nic.id},ifname={nic.tap},script=no,downscript=no"
             else:
                 netdev = f"user,id=net-{nic.id}"
@@ -224,14 +232,25 @@ class Machine:
         self.socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         for stale in (self.qmp_socket, self.serial_socket, self.pidfile):
             stale.unlink(missing_ok=True)
-        process = await asyncio.create_subprocess_exec(
-            *self.command(definition, incoming),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            cwd=self.dir,
-        )
-        output, _ = await process.communicate()
+        from onestack.compute.drivers.qemu.networking import open_tap
+
+        tap_fds: dict[str, int] = {}
+        try:
+            for nic in definition.nics:
+                if nic.tap:
+                    tap_fds[nic.id] = open_tap(nic.tap)
+            process = await asyncio.create_subprocess_exec(
+                *self.command(definition, incoming, tap_fds),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                cwd=self.dir,
+                pass_fds=tuple(tap_fds.values()),
+            )
+            output, _ = await process.communicate()
+        finally:
+            for fd in tap_fds.values():
+                os.close(fd)
         if process.returncode != 0 or not self.running():
             text = output.decode(errors="replace").strip()
             raise DriverError(f"qemu did not start: {text[-500:] or process.returncode}")
@@ -244,6 +263,22 @@ class Machine:
             return await asyncio.wait_for(client.execute(command, arguments or None), 60)
         except (OSError, TimeoutError) as exc:
             raise DriverError(f"QMP {command} failed: {exc}") from exc
+        except Exception as exc:
+            raise DriverError(f"QMP {command}: {exc}") from exc
+        finally:
+            with contextlib.suppress(Exception):
+                await client.disconnect()
+
+    async def qmp_with_fd(
+        self, descriptor: int, fdname: str, command: str, **arguments: Any
+    ) -> Any:
+        """Hand QEMU ``descriptor`` as ``fdname`` (QMP getfd), then run ``command`` using it."""
+        client = QMPClient(self.dir.name)
+        try:
+            await asyncio.wait_for(client.connect(str(self.qmp_socket)), 10)
+            client.send_fd_scm(descriptor)
+            await client.execute("getfd", {"fdname": fdname})
+            return await asyncio.wait_for(client.execute(command, arguments or None), 60)
         except Exception as exc:
             raise DriverError(f"QMP {command}: {exc}") from exc
         finally:

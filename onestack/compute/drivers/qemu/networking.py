@@ -3,8 +3,19 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import struct
+
 from onestack.compute.drivers.base import DriverError, Vif
+from onestack.compute.drivers.qemu.disks import run
 from onestack.compute.drivers.qemu.machine import Nic
+
+TUNSETIFF = 0x400454CA
+IFF_TAP = 0x0002
+IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000
+IFF_MULTI_QUEUE = 0x0100
 
 VIF_MODELS = {
     "virtio": "virtio-net-pci",
@@ -33,12 +44,33 @@ def nic_of(vif: Vif, model: str = "virtio") -> Nic:
 
 
 async def plug(vif: Vif) -> None:
-    """Create the port's tap on its bridge (bridge ports only)."""
+    """Create the port's tap on its bridge (bridge ports only).
+
+    The tap is made multi-queue before the data plane enslaves it: each QEMU attaches
+    one queue through a file descriptor (``open_tap``), so during a live migration
+    between two hosts of one machine the incoming guest shares the tap with the
+    outgoing one.
+    """
     if vif.vif_type != "bridge":
         return
     from onestack.network import vif as data_plane
 
+    tap = tap_name(vif)
+    if not os.path.exists(f"/sys/class/net/{tap}"):
+        await run("ip", "tuntap", "add", "dev", tap, "mode", "tap", "multi_queue", "vnet_hdr")
     await data_plane.plug(vif)
+
+
+def open_tap(name: str) -> int:
+    """A file descriptor of one queue of the (multi-queue) tap ``name``, for QEMU's fd=."""
+    fd = os.open("/dev/net/tun", os.O_RDWR)
+    try:
+        flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE
+        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", name.encode(), flags))
+    except OSError as exc:
+        os.close(fd)
+        raise DriverError(f"cannot attach to tap {name}: {exc}") from exc
+    return fd
 
 
 async def unplug(vif: Vif) -> None:
