@@ -158,6 +158,8 @@ class Conductor(VolumeReports):
         flavor: dict[str, Any],
         ignore: set[str],
         keep: dict[str, dict[str, int]] | None = None,
+        *,
+        new_consumer: bool = False,
     ) -> tuple[str, str, str]:
         """Choose a host for ``inst`` with ``flavor`` and claim it in placement (beside
         ``keep``, the allocations a move holds on its source): (host, node, provider)."""
@@ -190,7 +192,7 @@ class Conductor(VolumeReports):
             if host.uuid in (keep or {}):
                 continue
             if await self.placement.claim(
-                inst.uuid, allocations, inst.project_id, inst.user_id, new=keep is None
+                inst.uuid, allocations, inst.project_id, inst.user_id, new=new_consumer
             ):
                 return host.host, host.node, host.uuid
         raise NoValidHost("every chosen host was claimed by concurrent requests")
@@ -212,7 +214,11 @@ class Conductor(VolumeReports):
             await self.finish_delete(inst)
             return
         try:
-            host, node, _ = await self._select_and_claim(inst, inst.flavor, set(tried))
+            # Builds (and reschedules, which released it) claim for a consumer placement
+            # does not know yet.
+            host, node, _ = await self._select_and_claim(
+                inst, inst.flavor, set(tried), new_consumer=True
+            )
         except NoValidHost as exc:
             log.info("no valid host for %s: %s", uuid, exc.detail)
             await self._fail_build(inst, NO_VALID_HOST, request_id)

@@ -243,3 +243,110 @@ async def test_keypairs_and_flavor_access(compute: ComputeCloud) -> None:
     assert (await compute.nova("GET", "/flavors/private", token=compute.member)).status_code == 200
     error(await compute.nova("POST", "/flavors", token=compute.member, json={"flavor": {
         "name": "mine", "ram": 64, "vcpus": 1, "disk": 1}}), 403, "forbidden")  # fmt: skip
+
+
+async def act(compute: ComputeCloud, server_id: str, body: dict[str, Any]) -> httpx.Response:
+    return await compute.nova("POST", f"/servers/{server_id}/action", json=body)
+
+
+async def test_moves_shelve_rescue_rebuild_and_evacuate(compute: ComputeCloud) -> None:
+    created = await compute.boot(name="mover")
+    server_id = created.json()["server"]["id"]
+    server = await compute.wait(server_id)
+    first = server["OS-EXT-SRV-ATTR:host"]
+
+    assert (await act(compute, server_id, {"os-migrateLive": {"host": None}})).status_code == 202
+    server = await compute.wait(server_id)
+    assert server["status"] == "ACTIVE" and server["OS-EXT-SRV-ATTR:host"] != first
+    second = server["OS-EXT-SRV-ATTR:host"]
+    allocations = await compute.call("GET", f"/placement/allocations/{server_id}", compute.admin)
+    assert len(allocations.json()["allocations"]) == 1
+
+    assert (await act(compute, server_id, {"resize": {"flavorRef": "2"}})).status_code == 202
+    server = await compute.wait(server_id)
+    assert server["status"] == "VERIFY_RESIZE"
+    allocations = await compute.call("GET", f"/placement/allocations/{server_id}", compute.admin)
+    assert len(allocations.json()["allocations"]) == 2
+    assert (await act(compute, server_id, {"revertResize": None})).status_code == 202
+    server = await compute.wait(server_id)
+    assert server["status"] == "ACTIVE" and server["OS-EXT-SRV-ATTR:host"] == second
+    assert server["flavor"]["original_name"] == "m1.tiny"
+    allocations = await compute.call("GET", f"/placement/allocations/{server_id}", compute.admin)
+    assert [a["resources"]["MEMORY_MB"] for a in allocations.json()["allocations"].values()] == [
+        512
+    ]
+
+    assert (await act(compute, server_id, {"rescue": None})).status_code == 200
+    assert (await compute.wait(server_id))["status"] == "RESCUE"
+    assert (await act(compute, server_id, {"unrescue": None})).status_code == 202
+    assert (await compute.wait(server_id))["status"] == "ACTIVE"
+    rebuilt = await act(compute, server_id, {"rebuild": {"imageRef": compute.image_id,
+                                                         "name": "rebuilt"}})  # fmt: skip
+    assert rebuilt.status_code == 202, rebuilt.text
+    server = await compute.wait(server_id)
+    assert server["status"] == "ACTIVE" and server["name"] == "rebuilt"
+    output = await act(compute, server_id, {"os-getConsoleOutput": {"length": 5}})
+    assert "fake console" in output.json()["output"]
+    console = await compute.nova("POST", f"/servers/{server_id}/remote-consoles",
+                                 json={"remote_console": {"protocol": "vnc", "type": "novnc"}})  # fmt: skip
+    assert "/compute/novnc/" in console.json()["remote_console"]["url"]
+
+    assert (await act(compute, server_id, {"shelve": None})).status_code == 202
+    server = await compute.wait(server_id)
+    assert server["status"] == "SHELVED_OFFLOADED" and server["OS-EXT-SRV-ATTR:host"] is None
+    allocations = await compute.call("GET", f"/placement/allocations/{server_id}", compute.admin)
+    assert allocations.json()["allocations"] == {}
+    assert (await act(compute, server_id, {"unshelve": None})).status_code == 202
+    server = await compute.wait(server_id)
+    assert server["status"] == "ACTIVE" and server["OS-EXT-SRV-ATTR:host"]
+
+    host = server["OS-EXT-SRV-ATTR:host"]
+    refused = await act(compute, server_id, {"evacuate": {}})
+    assert "still in use" in error(refused, 400, "badRequest")
+    services = await compute.nova("GET", f"/os-services?host={host}&binary=nova-compute")
+    service_id = services.json()["services"][0]["id"]
+    down = await compute.nova("PUT", f"/os-services/{service_id}", json={"forced_down": True})
+    assert down.status_code == 200, down.text
+    try:
+        assert (await act(compute, server_id, {"evacuate": {}})).status_code == 200
+        server = await compute.wait(server_id)
+        assert server["status"] == "ACTIVE" and server["OS-EXT-SRV-ATTR:host"] != host
+    finally:
+        await compute.nova("PUT", f"/os-services/{service_id}", json={"forced_down": False})
+    actions = await compute.nova("GET", f"/servers/{server_id}/os-instance-actions")
+    names = {a["action"] for a in actions.json()["instanceActions"]}
+    assert {"create", "live-migration", "resize", "revertResize", "rescue", "unrescue",
+            "rebuild", "shelve", "unshelve", "evacuate"} <= names  # fmt: skip
+    assert (await compute.nova("DELETE", f"/servers/{server_id}")).status_code == 204
+
+
+async def test_metadata_tags_and_external_events(compute: ComputeCloud) -> None:
+    created = await compute.boot(name="tagged", metadata={"a": "1"}, tags=["x"])
+    server_id = created.json()["server"]["id"]
+    await compute.wait(server_id)
+    base = f"/servers/{server_id}"
+    updated = await compute.nova("POST", f"{base}/metadata", json={"metadata": {"b": "2"}})
+    assert updated.json()["metadata"] == {"a": "1", "b": "2"}
+    replaced = await compute.nova("PUT", f"{base}/metadata", json={"metadata": {"c": "3"}})
+    assert replaced.json()["metadata"] == {"c": "3"}
+    error(await compute.nova("GET", f"{base}/metadata/a"), 404, "itemNotFound")
+    assert (await compute.nova("PUT", f"{base}/tags/y")).status_code == 201
+    assert (await compute.nova("GET", f"{base}/tags")).json()["tags"] == ["x", "y"]
+    found = await compute.nova("GET", "/servers?tags=x,y")
+    assert [s["id"] for s in found.json()["servers"]] == [server_id]
+    untagged = (await compute.nova("GET", "/servers?not-tags=x")).json()["servers"]
+    assert all(s["id"] != server_id for s in untagged)
+    events = {"events": [
+        {"name": "network-vif-plugged", "server_uuid": server_id, "tag": "p", "status": "completed"},
+        {"name": "volume-extended", "server_uuid": "nope", "tag": "v"},
+    ]}  # fmt: skip
+    answered = await compute.nova("POST", "/os-server-external-events", json=events)
+    assert answered.status_code == 207, answered.text
+    assert [e["code"] for e in answered.json()["events"]] == [200, 404]
+    alone = {"events": [{"name": "volume-extended", "server_uuid": "nope", "tag": "v"}]}
+    error(await compute.nova("POST", "/os-server-external-events", json=alone), 404,
+          "itemNotFound")  # fmt: skip
+    member_try = await compute.nova("POST", "/os-server-external-events", json=events,
+                                    token=compute.member)  # fmt: skip
+    error(member_try, 403, "forbidden")
+    await compute.nova("DELETE", base)
