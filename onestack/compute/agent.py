@@ -177,6 +177,10 @@ class ComputeAgent:
             stray = InstanceSpec(uuid, uuid, uuid, uuid, "", "", 1, 1, 0)
             with contextlib.suppress(DriverError):
                 await self.driver.destroy(stray, [])
+        try:
+            await self.volumes.reconcile(set(present) & set(wanted))
+        except Exception:
+            log.exception("compute %s could not reconcile its volumes", self.host)
         states = {u: int(present.get(u, PowerState.SHUTDOWN)) for u in wanted}
         if states:
             await self.conductor.cast("power_states", host=self.host, states=states)

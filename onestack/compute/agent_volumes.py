@@ -143,6 +143,21 @@ class AgentVolumes:
             except DriverError as exc:
                 log.warning("growing volume %s in %s failed: %s", volume_id, uuid, exc)
 
+    async def reconcile(self, present: set[str]) -> None:
+        """After a restart: finish the attaches and detaches a stop interrupted, from the
+        mappings the conductor keeps (the hypervisor's own state may have either end)."""
+        unsettled = await self.agent.conductor.call("unsettled_block_devices", host=self.agent.host)
+        for item in unsettled:
+            instance, bdm = item["instance"], item["bdm"]
+            if instance["spec"]["uuid"] not in present:
+                continue
+            if bdm["status"] == "detaching":
+                await self.detach(instance, bdm, "")
+            elif bdm.get("boot_index") is None:
+                with contextlib.suppress(Exception):
+                    await self.agent.driver.detach_volume(spec_of(instance), block_device(bdm))
+                await self.attach(instance, bdm, "")
+
     # ----- boot volumes -------------------------------------------------------------------
 
     async def connect_boot(self, instance: dict[str, Any]) -> list[BlockDevice]:

@@ -62,6 +62,24 @@ class VolumeReports:
             "block_devices": [bdm_payload(row) for row in await mappings_of(self.db, uuid)],
         }
 
+    async def unsettled_block_devices(self, host: str) -> list[dict[str, Any]]:
+        """Mappings of ``host``'s servers an attach or detach left half done (an agent
+        restarting finishes them), each with its server's payload."""
+        async with self.db.session() as session:
+            rows = (
+                await session.execute(
+                    select(BlockDeviceMapping, Instance)
+                    .join(Instance, Instance.uuid == BlockDeviceMapping.instance_uuid)
+                    .where(
+                        Instance.host == host,
+                        Instance.deleted.is_(False),
+                        BlockDeviceMapping.status.in_(("attaching", "detaching")),
+                        BlockDeviceMapping.attachment_id.is_not(None),
+                    )
+                )
+            ).all()
+        return [{"instance": instance_payload(inst), "bdm": bdm_payload(bdm)} for bdm, inst in rows]
+
     async def _set_mapping(self, bdm_uuid: str, **values: Any) -> None:
         async with self.db.session() as session:
             await session.execute(
