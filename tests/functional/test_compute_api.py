@@ -287,8 +287,8 @@ async def test_moves_shelve_rescue_rebuild_and_evacuate(compute: ComputeCloud) -
     assert server["status"] == "ACTIVE" and server["name"] == "rebuilt"
     output = await act(compute, server_id, {"os-getConsoleOutput": {"length": 5}})
     assert "fake console" in output.json()["output"]
-    console = await compute.nova("POST", f"/servers/{server_id}/remote-consoles",
-                                 json={"remote_console": {"protocol": "vnc", "type": "novnc"}})  # fmt: skip
+    novnc = {"remote_console": {"protocol": "vnc", "type": "novnc"}}
+    console = await compute.nova("POST", f"/servers/{server_id}/remote-consoles", json=novnc)
     assert "/compute/novnc/" in console.json()["remote_console"]["url"]
 
     assert (await act(compute, server_id, {"shelve": None})).status_code == 202
@@ -337,7 +337,8 @@ async def test_metadata_tags_and_external_events(compute: ComputeCloud) -> None:
     untagged = (await compute.nova("GET", "/servers?not-tags=x")).json()["servers"]
     assert all(s["id"] != server_id for s in untagged)
     events = {"events": [
-        {"name": "network-vif-plugged", "server_uuid": server_id, "tag": "p", "status": "completed"},
+        {"name": "network-vif-plugged", "server_uuid": server_id, "tag": "p",
+         "status": "completed"},
         {"name": "volume-extended", "server_uuid": "nope", "tag": "v"},
     ]}  # fmt: skip
     answered = await compute.nova("POST", "/os-server-external-events", json=events)
