@@ -125,7 +125,9 @@ async def build_host_states(
                     )
                     .group_by(Instance.host)
                 )
-            ).tuples().all()
+            )
+            .tuples()
+            .all()
         )
         aggregate_rows = (
             await session.execute(
