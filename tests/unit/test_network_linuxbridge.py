@@ -98,6 +98,13 @@ def test_anti_spoofing_honours_allowed_address_pairs_and_port_security() -> None
     assert "aaaaaaaa0003" not in text and "aaaaaaaa0004" not in text
 
 
+def test_a_port_administratively_down_passes_nothing() -> None:
+    down = port("aaaaaaaa-0005", "10.0.0.9", admin_state_up=False, port_security_enabled=False)
+    text = firewall.ruleset([down], {}, "t4")
+    assert 'iifname "tapaaaaaaaa-00" drop' in text
+    assert 'oifname "tapaaaaaaaa-00" drop' in text
+
+
 def test_dnsmasq_serves_fixed_addresses_with_routes_and_metadata() -> None:
     network = {
         "id": NET,

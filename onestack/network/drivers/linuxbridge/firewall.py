@@ -149,7 +149,13 @@ def ruleset(ports: list[dict[str, Any]], groups: dict[str, dict[str, Any]], tag:
     group_table = f"{GROUPS_PREFIX}{tag}"
     members = {gid: group.get("members", []) for gid, group in groups.items()}
     protected = [p for p in ports if secured(p)]
-    if not protected:
+    # A guest's port that is administratively down passes no frame either way.
+    disabled = [
+        p
+        for p in ports
+        if not p.get("admin_state_up", True) and not p["device_owner"].startswith("network:")
+    ]
+    if not protected and not disabled:
         return teardown(tag)  # nothing to filter: no tables left on the host
     spoof = [
         f"table bridge {spoof_table}",
@@ -158,10 +164,15 @@ def ruleset(ports: list[dict[str, Any]], groups: dict[str, dict[str, Any]], tag:
         "  chain prerouting {",
         "    type filter hook prerouting priority -300; policy accept;",
     ]
+    spoof += [f'    iifname "{tap_name(p["id"])}" drop' for p in disabled]
     spoof += [
         f'    iifname "{tap_name(p["id"])}" jump spoof_{_chain_id(p["id"])}' for p in protected
     ]
     spoof.append("  }")
+    if disabled:
+        spoof += ["  chain forward {", "    type filter hook forward priority -300; policy accept;"]
+        spoof += [f'    oifname "{tap_name(p["id"])}" drop' for p in disabled]
+        spoof.append("  }")
     for port in protected:
         spoof += _antispoof_chain(port)
     spoof.append("}")
