@@ -209,6 +209,10 @@ class NetworkSettings(BaseModel):
     report_interval: float = Field(10.0, gt=0)
     # How often the agent looks for taps that appeared on or left its bridges.
     scan_interval: float = Field(0.5, gt=0)
+    # provider:physical_network -> this host's interface, put on the bridge of flat networks
+    # of that physical network. Without one, an external network gets a host-side veth
+    # holding its subnets' gateways (so the host reaches floating IPs).
+    physical_interfaces: dict[str, str] = Field(default_factory=dict)
 
 
 class PlacementSettings(BaseModel):

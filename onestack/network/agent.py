@@ -226,14 +226,25 @@ class NetworkAgent:
         by_network: dict[str, list[dict[str, Any]]] = {}
         for port in ports:
             by_network.setdefault(port["network_id"], []).append(port)
+        mappings = self.settings.network.physical_interfaces
+        uplinks = set()
         for network in networks.values():
-            inputs: Any = (network["mtu"], network["external"], _gateways(network))
+            bridge = bridges.bridge_name(network["id"])
+            physical = None
+            if network["network_type"] == "flat":
+                physical = mappings.get(network.get("physical_network") or "")
+            inputs: Any = (network["mtu"], network["external"], _gateways(network), physical)
+            if not physical and network["external"]:
+                uplinks.add(bridges.uplink_names(network["id"])[0])
             if self._unchanged(f"bridge:{network['id']}", inputs):
                 continue
-            await bridges.ensure_bridge(bridges.bridge_name(network["id"]), network["mtu"])
-            if network["external"]:
-                await bridges.ensure_uplink(network["id"], bridges.bridge_name(network["id"]),
-                                            _gateways(network), network["mtu"])  # fmt: skip
+            await bridges.ensure_bridge(bridge, network["mtu"])
+            if physical:
+                await bridges.enslave(physical, bridge, network["mtu"])
+            elif network["external"]:
+                await bridges.ensure_uplink(
+                    network["id"], bridge, _gateways(network), network["mtu"]
+                )
             self._applied(f"bridge:{network['id']}", inputs)
         wanted_dhcp = set()
         for network_id, members in by_network.items():
@@ -272,7 +283,7 @@ class NetworkAgent:
             await commands.nft(ruleset)
             self._applied("firewall", ruleset)
         wanted = wanted_dhcp | wanted_routers | {bridges.bridge_name(n) for n in networks}
-        wanted |= {bridges.uplink_names(n)[0] for n, net in networks.items() if net["external"]}
+        wanted |= uplinks
         if self._unchanged("names", sorted(wanted)):
             return
         owned = self._owned() | wanted

@@ -153,6 +153,7 @@ async def desired_state(service: NetworkService) -> dict[str, Any]:
                 "external": n.external,
                 "admin_state_up": n.admin_state_up,
                 "network_type": n.network_type,
+                "physical_network": n.physical_network,
                 "segmentation_id": n.segmentation_id,
                 "subnets": [
                     {

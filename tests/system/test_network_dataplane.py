@@ -507,3 +507,49 @@ async def test_two_guests_dhcp_ping_snat_floating_ip_security_groups(
     finally:
         for guest in guests:
             sh("ip", "netns", "del", guest, check=False)
+
+
+async def test_flat_network_on_a_mapped_host_interface(cloud: CloudClient) -> None:
+    api = Api(cloud, await cloud.token())
+    unit = network_unit(cloud)
+    physical = f"osphys{uuid.uuid4().hex[:6]}"
+    sh("ip", "link", "add", physical, "type", "veth", "peer", "name", f"{physical}p")
+    unit.agent.settings.network.physical_interfaces = {"physnet-test": physical}
+    try:
+        network = (
+            await api(
+                "POST",
+                "/v2.0/networks",
+                {
+                    "network": {
+                        "name": "provider",
+                        "provider:network_type": "flat",
+                        "provider:physical_network": "physnet-test",
+                    }
+                },
+                201,
+            )
+        )["network"]
+        await api(
+            "POST",
+            "/v2.0/subnets",
+            {"subnet": {"network_id": network["id"], "cidr": "10.251.7.0/24", "ip_version": 4}},
+            201,
+        )
+
+        def on_bridge() -> bool:
+            shown = sh("ip", "-o", "link", "show", physical).stdout
+            return f"master {bridges.bridge_name(network['id'])}" in shown
+
+        await eventually("the host interface on the network's bridge", on_bridge)
+        await api("DELETE", f"/v2.0/networks/{network['id']}", status=204)
+
+        def released() -> bool:
+            shown = sh("ip", "-o", "link", "show", physical).stdout
+            return "master" not in shown and bridges.bridge_name(network["id"]) not in (
+                sh("ip", "-o", "link").stdout
+            )
+
+        await eventually("the bridge gone and the interface released", released)
+    finally:
+        sh("ip", "link", "del", physical, check=False)
