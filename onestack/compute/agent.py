@@ -287,7 +287,8 @@ class ComputeAgent:
                     await self.ports.unbind_host(ports)
             elif action == "rebuild":
                 await driver.destroy(spec, vifs)
-                await driver.spawn(spec, vifs, [], self.fetch_image)
+                await driver.spawn(spec, vifs, await self.volumes.devices(spec.uuid),
+                                   self.fetch_image)  # fmt: skip
             else:
                 raise DriverError(f"unknown action {action}")
             values["power_state"] = int(await driver.power_state(spec))

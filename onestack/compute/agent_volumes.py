@@ -161,28 +161,35 @@ class AgentVolumes:
     # ----- boot volumes -------------------------------------------------------------------
 
     async def connect_boot(self, instance: dict[str, Any]) -> list[BlockDevice]:
-        """Before spawn: wait for each mapped volume, attach it to this host, and answer
-        the devices to boot with (nothing to do for a server mapped no volumes)."""
-        if not instance.get("block_device_mapping"):
-            return []
+        """Before spawn: wait for each mapped volume, attach it to this host (or move the
+        attachment it kept, e.g. shelved, here), and answer the devices to boot with."""
         uuid = instance["spec"]["uuid"]
         answer = await self._mappings(uuid)
+        if not answer["block_devices"]:
+            return []
         connected: list[dict[str, Any]] = []
         self._boot[uuid] = connected
         devices = []
         for bdm in answer["block_devices"]:
             try:
-                await self.cinder.wait_status(
-                    bdm["volume_id"], ("available", "in-use"), BOOT_VOLUME_TIMEOUT
-                )
-                attachment = await self.cinder.create_attachment(
-                    bdm["volume_id"], uuid, await self.connector(bdm["device_name"])
-                )
+                connector = await self.connector(bdm["device_name"])
+                if bdm.get("attachment_id"):
+                    attachment_id = bdm["attachment_id"]
+                    info = await self.cinder.connect(attachment_id, connector)
+                else:
+                    await self.cinder.wait_status(
+                        bdm["volume_id"], ("available", "in-use"), BOOT_VOLUME_TIMEOUT
+                    )
+                    attachment = await self.cinder.create_attachment(
+                        bdm["volume_id"], uuid, connector
+                    )
+                    attachment_id = attachment["id"]
+                    info = attachment.get("connection_info") or {}
             except Exception as exc:
                 raise DriverError(f"volume {bdm['volume_id']}: {describe(exc)}") from exc
-            info = attachment.get("connection_info") or {}
-            connected.append({"uuid": bdm["uuid"], "attachment_id": attachment["id"],
-                              "connection_info": info, "status": "attached"})  # fmt: skip
+            connected.append({"uuid": bdm["uuid"], "attachment_id": attachment_id,
+                              "connection_info": info, "status": "attached",
+                              "created": not bdm.get("attachment_id")})  # fmt: skip
             devices.append(block_device(bdm, info))
         return devices
 
@@ -197,13 +204,13 @@ class AgentVolumes:
 
     async def rollback_boot(self, uuid: str) -> None:
         """A failed build: its attachments go, the volumes stay for the next host."""
-        connected = self._boot.pop(uuid, [])
-        for device in connected:
+        created = [d for d in self._boot.pop(uuid, []) if d["created"]]
+        for device in created:
             with contextlib.suppress(Exception):
                 await self.cinder.delete_attachment(device["attachment_id"])
-        if connected:
+        if created:
             gone = [{"uuid": d["uuid"], "attachment_id": None, "connection_info": None,
-                     "status": "attaching"} for d in connected]  # fmt: skip
+                     "status": "attaching"} for d in created]  # fmt: skip
             await self.agent.conductor.call("boot_volumes_connected", uuid=uuid, devices=gone)
 
 

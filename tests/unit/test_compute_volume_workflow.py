@@ -177,10 +177,20 @@ def test_failed_build_deletes_its_boot_attachments(setup: Any) -> None:
     assert recorder.calls[-1][1]["devices"][0]["attachment_id"] is None
 
 
-def test_image_servers_ask_nothing(setup: Any) -> None:
+def test_servers_without_volumes_boot_without_any(setup: Any) -> None:
     volumes, _driver, recorder = setup
-    assert run(volumes.connect_boot({"spec": SPEC, "block_device_mapping": []})) == []
-    assert recorder.calls == []
+    assert run(volumes.connect_boot({"spec": SPEC})) == []
+    assert recorder.names() == ["block_devices_of"]
+
+
+def test_a_kept_attachment_moves_to_the_new_host(setup: Any) -> None:
+    volumes, _driver, recorder = setup
+    recorder.mappings = [bdm("attached", connection_info=INFO)]
+    (device,) = run(volumes.connect_boot({"spec": SPEC}))
+    assert device.connection_info == INFO
+    run(volumes.rollback_boot("server-1"))
+    # Reconnected, not created: a failed build leaves it to the server.
+    assert recorder.names() == ["block_devices_of", "connect"]
 
 
 def test_reconcile_finishes_interrupted_attach_and_detach(setup: Any) -> None:
