@@ -35,6 +35,7 @@ GUEST_MODULES = (
     "virtio_blk",
     "virtio_net",
     "virtio_scsi",
+    "virtio_balloon",
     "e1000",
     "ata_piix",
     "sr_mod",

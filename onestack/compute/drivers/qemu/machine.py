@@ -177,7 +177,8 @@ class Machine:
             "-qmp",
             f"unix:{self.qmp_socket},server=on,wait=off",
             "-device",
-            "virtio-balloon-pci,id=balloon0",
+            # Free page reporting hands pages the guest freed back to the host.
+            "virtio-balloon-pci,id=balloon0,free-page-reporting=on",
             "-daemonize",
             "-pidfile",
             str(self.pidfile),
