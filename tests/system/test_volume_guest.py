@@ -3,7 +3,8 @@
 ``server add volume`` hot-plugs the volume: the guest sees /dev/vdb (typed into its serial
 console); data written there is read back by a second guest after ``server remove volume``
 and ``server add volume`` there; ``volume set --size 2`` while attached grows the disk the
-guest sees. Needs root and QEMU (under CI=true: fails, never skips).
+guest sees; the second guest boots from a volume made from the image. Needs root and
+QEMU (under CI=true: fails, never skips).
 """
 
 from __future__ import annotations
@@ -74,9 +75,10 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
         deployment.openstack("network", "create", "volnet")
         deployment.openstack("subnet", "create", "--network", "volnet", "--subnet-range",
                              "10.78.0.0/24", "volsub")  # fmt: skip
-        for name in ("vm-a", "vm-b"):
+        # vm-b boots from a volume made from the image.
+        for name, options in (("vm-a", []), ("vm-b", ["--boot-from-volume", "1"])):
             deployment.openstack("server", "create", "--image", "guest", "--flavor", "m1.tiny",
-                                 "--network", "volnet", name)  # fmt: skip
+                                 "--network", "volnet", *options, name)  # fmt: skip
         for name in ("vm-a", "vm-b"):
             _marker(deployment, name)
         yield deployment
@@ -139,6 +141,13 @@ def _volume(cloud: Deployment, name: str, status: str, timeout: float = 90) -> d
         assert not volume["status"].startswith("error"), volume
         assert time.monotonic() < deadline, f"{name} stayed {volume['status']}"
         time.sleep(0.5)
+
+
+def test_boot_from_volume(cloud: Deployment) -> None:
+    (root,) = cloud.json("server", "show", "vm-b")["volumes_attached"]
+    volume = cloud.json("volume", "show", root["id"])
+    assert volume["status"] == "in-use" and volume["attachments"][0]["device"] == "/dev/vda"
+    _until(cloud, "vm-b", "ls /sys/block | sed 's/^vda$/root-vda/'", "root-vda")
 
 
 def test_volume_moves_between_guests_and_grows(cloud: Deployment) -> None:
