@@ -311,6 +311,22 @@ async def test_live_migration_between_two_hosts_keeps_the_guest(driver, guest_im
         assert "travelled" in _serial(other, spec, "cat /tmp/mark", "travelled")
         link = subprocess.run(["ip", "-o", "link", "show", tap], capture_output=True, text=True)
         assert f"master {BRIDGE}" in link.stdout, link
+
+        # Cold migration back with a bigger disk, as a resize to the first host does it.
+        markers = await _markers(other, spec)
+        await other.power_off(spec, timeout=30)
+        source = await other.export_disks(spec)
+        await driver.import_disks(spec, source)
+        bigger = _spec("vm3")
+        bigger.uuid, bigger.root_gb, bigger.memory_mb = spec.uuid, 2, 256
+        await driver.resize_disks(spec, bigger)
+        await driver.power_on(bigger, [vif], [])
+        await other.destroy(spec, [])  # the source goes at confirm; the tap is the new host's
+        assert Path(f"/sys/class/net/{tap}").exists()
+        await _marker(driver, spec, markers + 1)
+        assert "size=2147483648" in _serial(
+            driver, spec, "echo size=$(($(cat /sys/block/vda/size) * 512))", "size=2147483648"
+        )
     finally:
         await driver.destroy(spec, [vif])
         await other.destroy(spec, [vif])

@@ -304,7 +304,12 @@ class QemuDriver(ComputeDriver):
 
     async def _remove(self, machine: Machine, vifs: list[Vif], keep_disks: bool = False) -> None:
         await machine.kill()
-        known = {v.port_id: v for v in self._saved_vifs(machine)}
+        # When the server also lives on another host of this machine (the other end of a
+        # move), its taps are that host's now: only the vifs named here are unplugged.
+        elsewhere = [
+            d for d in self.state_root.glob(f"*/instances/{machine.dir.name}") if d != machine.dir
+        ]
+        known = {} if elsewhere else {v.port_id: v for v in self._saved_vifs(machine)}
         known.update({v.port_id: v for v in vifs})
         for vif in known.values():
             with contextlib.suppress(Exception):
@@ -515,6 +520,8 @@ class QemuDriver(ComputeDriver):
         source_dir = Path(str(source["path"]))
         if not source_dir.is_dir():
             raise DriverError(f"the source's disks at {source_dir} are not reachable from here")
+        if source_dir.resolve() == machine.dir.resolve():
+            return  # a resize on the same host: the disks are already here
         machine.dir.mkdir(parents=True, exist_ok=True)
         for name in source["files"]:
             await asyncio.to_thread(shutil.copy2, source_dir / name, machine.dir / name)
