@@ -37,7 +37,12 @@ from onestack.compute.placement_client import (
     reserved_memory_mb,
 )
 from onestack.compute.ports import PortBinder
-from onestack.compute.scheduler.selection import NO_VALID_HOST, FilterScheduler, NoValidHost
+from onestack.compute.scheduler.selection import (
+    NO_VALID_HOST,
+    FilterScheduler,
+    NoValidHost,
+    Selection,
+)
 from onestack.compute.scheduler.state import RequestSpec
 from onestack.compute.service import ComputeService
 from onestack.core.db import affected, utcnow
@@ -171,19 +176,16 @@ class Conductor(VolumeReports):
             zone_aggregates = await zone_member_of(
                 session, spec.availability_zone, self.service.config.default_availability_zone
             )
-        candidates = await self.placement.candidates(
-            resources, forbidden=["COMPUTE_STATUS_DISABLED"], member_of=zone_aggregates
-        )
-        if zone_aggregates and not candidates:
-            # A provider placement was not yet told the aggregates of still counts: the
-            # zone filter decides on the compute database's memberships.
-            candidates = await self.placement.candidates(
-                resources, forbidden=["COMPUTE_STATUS_DISABLED"]
-            )
-        states = await build_host_states(
-            self.db, self.service.config, candidates, spec, self.failed_builds
-        )
-        selection = self.scheduler.select_destinations(spec, states, 1)[0]
+        quick = self.service.config.allocation_candidates_quick_limit
+        constrained = bool(spec.group or spec.same_host or spec.different_host
+                           or spec.force_hosts or spec.requested_host)  # fmt: skip
+        if quick and not constrained:
+            try:
+                selection = await self._select(spec, resources, zone_aggregates, quick)
+            except NoValidHost:
+                selection = await self._select(spec, resources, zone_aggregates, None)
+        else:
+            selection = await self._select(spec, resources, zone_aggregates, None)
         self.schedule_seconds.append(time.perf_counter() - started)
         if len(self.schedule_seconds) > 100_000:
             del self.schedule_seconds[:50_000]
@@ -196,6 +198,29 @@ class Conductor(VolumeReports):
             ):
                 return host.host, host.node, host.uuid
         raise NoValidHost("every chosen host was claimed by concurrent requests")
+
+    async def _select(
+        self,
+        spec: RequestSpec,
+        resources: dict[str, int],
+        zone_aggregates: list[str],
+        limit: int | None,
+    ) -> Selection:
+        """The filter scheduler's choice among at most ``limit`` of placement's candidates."""
+        candidates = await self.placement.candidates(
+            resources, forbidden=["COMPUTE_STATUS_DISABLED"], member_of=zone_aggregates,
+            limit=limit,
+        )  # fmt: skip
+        if zone_aggregates and not candidates:
+            # A provider placement was not yet told the aggregates of still counts: the
+            # zone filter decides on the compute database's memberships.
+            candidates = await self.placement.candidates(
+                resources, forbidden=["COMPUTE_STATUS_DISABLED"], limit=limit
+            )
+        states = await build_host_states(
+            self.db, self.service.config, candidates, spec, self.failed_builds
+        )
+        return self.scheduler.select_destinations(spec, states, 1)[0]
 
     # ----- builds -------------------------------------------------------------------
 
@@ -226,35 +251,38 @@ class Conductor(VolumeReports):
         except PlacementError as exc:
             await self._fail_build(inst, f"Placement failed: {exc}", request_id)
             return
-        zone = inst.availability_zone or await self._zone_of(host)
         async with self.db.session() as session:
-            row = (
-                await session.execute(select(Instance).where(Instance.uuid == uuid))
-            ).scalar_one()
-            row.host, row.node, row.availability_zone = host, node, zone
-            row.task_state = vm_states.SPAWNING
-            row.system_metadata = {**(row.system_metadata or {}), "tried_hosts": [*tried, host]}
+            zone = inst.availability_zone or await self._zone_of(host, session)
+            # The row loaded above, updated in place (no second read: one UPDATE).
+            inst.host, inst.node, inst.availability_zone = host, node, zone
+            inst.task_state = vm_states.SPAWNING
+            inst.system_metadata = {**(inst.system_metadata or {}), "tried_hosts": [*tried, host]}
+            await session.execute(
+                update(Instance)
+                .where(Instance.uuid == uuid)
+                .values(host=host, node=node, availability_zone=zone,
+                        task_state=vm_states.SPAWNING, system_metadata=inst.system_metadata)
+            )  # fmt: skip
             await add_event(session, uuid, request_id, "conductor_schedule_and_build_instances",
                             host=None, finishes=False)  # fmt: skip
             metadata = await self._metadata(session, uuid)
-            payload = instance_payload(row, metadata)
+        payload = instance_payload(inst, metadata)
         await self.service.agents.cast(
             host, "build_and_run", instance=payload, request_id=request_id, attempt=attempt
         )
 
-    async def _zone_of(self, host: str) -> str:
+    async def _zone_of(self, host: str, session: AsyncSession) -> str:
         from onestack.compute.models_admin import Aggregate, AggregateHost, AggregateMetadata
 
-        async with self.db.session() as session:
-            zone = (
-                await session.execute(
-                    select(AggregateMetadata.value)
-                    .join(Aggregate, Aggregate.id == AggregateMetadata.aggregate_id)
-                    .join(AggregateHost, AggregateHost.aggregate_id == Aggregate.id)
-                    .where(AggregateHost.host == host, AggregateMetadata.key == "availability_zone")
-                    .limit(1)
-                )
-            ).scalar_one_or_none()
+        zone = (
+            await session.execute(
+                select(AggregateMetadata.value)
+                .join(Aggregate, Aggregate.id == AggregateMetadata.aggregate_id)
+                .join(AggregateHost, AggregateHost.aggregate_id == Aggregate.id)
+                .where(AggregateHost.host == host, AggregateMetadata.key == "availability_zone")
+                .limit(1)
+            )
+        ).scalar_one_or_none()
         return zone or self.service.config.default_availability_zone
 
     async def build_done(

@@ -126,12 +126,14 @@ class PlacementClient:
         forbidden: Sequence[str] = (),
         in_tree: str | None = None,
         member_of: Sequence[str] = (),
+        limit: int | None = None,
     ) -> list[Candidate]:
-        """Providers that can take ``resources``, shuffled (equal weights spread); with
+        """Providers that can take ``resources`` (at most ``limit``, by default
+        ``[compute] allocation_candidates_limit``), shuffled (equal weights spread); with
         ``member_of``, only providers in one of those aggregates."""
         params: dict[str, Any] = {
             "resources": ",".join(f"{k}:{v}" for k, v in sorted(resources.items()) if v),
-            "limit": str(self.config.allocation_candidates_limit),
+            "limit": str(limit or self.config.allocation_candidates_limit),
         }
         traits = [*required, *(f"!{t}" for t in forbidden)]
         if traits:

@@ -178,6 +178,11 @@ class ComputeSettings(BaseModel):
     # Build attempts per server across hosts (the first try plus reschedules).
     max_attempts: int = Field(3, ge=1)
     allocation_candidates_limit: int = Field(100, ge=1)
+    # Builds and moves without host constraints (groups, same/different host, a forced or
+    # requested host) first ask placement for this many candidates, and for the full limit
+    # only when none of them passes the filters: most of a decision's cost is building,
+    # sending and reading the candidates. 0: always the full limit.
+    allocation_candidates_quick_limit: int = Field(20, ge=0)
     vif_plugging_timeout: float = Field(300.0, ge=0)
     cpu_allocation_ratio: float = Field(16.0, gt=0)
     ram_allocation_ratio: float = Field(1.5, gt=0)

@@ -186,15 +186,20 @@ class QuotaEngine:
 
     async def _ensure_usage_rows(self, project_id: str, resources: list[str]) -> None:
         table = self.tables.usage
-        for resource in resources:
-            async with self.db.session() as session:
-                found = await session.scalar(
-                    select(table.c.in_use).where(
-                        table.c.project_id == project_id, table.c.resource == resource
+        # One read for all of them: rows exist after a project's first reservation.
+        async with self.db.session() as session:
+            present = set(
+                (
+                    await session.execute(
+                        select(table.c.resource).where(
+                            table.c.project_id == project_id, table.c.resource.in_(resources)
+                        )
                     )
-                )
-                if found is not None:
-                    continue
+                ).scalars()
+            )
+        for resource in resources:
+            if resource in present:
+                continue
             try:
                 async with self.db.session() as session:
                     await session.execute(
