@@ -51,7 +51,6 @@ def instance_payload(
         "ports": list(inst.ports or []),
         "requested_networks": inst.requested_networks,
         "security_groups": list(inst.security_groups or []),
-        "block_device_mapping": list(inst.block_device_mapping or []),
         "host": inst.host,
     }
 

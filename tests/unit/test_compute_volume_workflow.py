@@ -158,7 +158,7 @@ def test_extend_tells_the_driver_the_new_size(setup: Any) -> None:
 def test_boot_volumes_connect_before_spawn_and_complete_after(setup: Any) -> None:
     volumes, _driver, recorder = setup
     recorder.mappings = [bdm(attachment_id=None, boot_index=0, device_name="/dev/vda")]
-    instance = {"spec": SPEC, "block_device_mapping": [{"boot_index": 0}]}
+    instance = {"spec": SPEC}
     devices = run(volumes.connect_boot(instance))
     assert [(d.volume_id, d.boot_index, d.connection_info) for d in devices] == [("vol-1", 0, INFO)]
     run(volumes.complete_boot("server-1"))
@@ -171,7 +171,7 @@ def test_boot_volumes_connect_before_spawn_and_complete_after(setup: Any) -> Non
 def test_failed_build_deletes_its_boot_attachments(setup: Any) -> None:
     volumes, _driver, recorder = setup
     recorder.mappings = [bdm(attachment_id=None, boot_index=0)]
-    run(volumes.connect_boot({"spec": SPEC, "block_device_mapping": [{}]}))
+    run(volumes.connect_boot({"spec": SPEC}))
     run(volumes.rollback_boot("server-1"))
     assert recorder.names()[-2:] == ["delete_attachment", "boot_volumes_connected"]
     assert recorder.calls[-1][1]["devices"][0]["attachment_id"] is None
