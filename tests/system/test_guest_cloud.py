@@ -1,10 +1,11 @@
 """A real guest on ``onestack up`` (root, qemu driver) driven by the real ``openstack`` CLI.
 
-One guest is shared by every check: it boots the image ``onestack guest-image build``
+One guest is shared by most checks: it boots the image ``onestack guest-image build``
 makes, gets its address from the cloud's DHCP and its key from the metadata service
 (or the config drive when the network has no data plane), and shows the marker in
 ``console log show``; the noVNC URL's page and websocket answer; stop/start show in
-power state and console; a snapshot becomes an active image; delete leaves no QEMU
+power state and console; a snapshot becomes an active image; a second guest pings it,
+and once killed from outside shows SHUTOFF within the power sync; delete leaves no QEMU
 process and no tap. Needs root and QEMU (under CI=true: fails, never skips).
 """
 
@@ -12,9 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import os
+import re
 import shutil
+import signal
+import socket
 import subprocess
 import time
 import urllib.parse
@@ -31,6 +36,7 @@ from tests.acceptance.conftest import ADMIN_PASSWORD, BIN, Deployment, Process, 
 TOOLS = ("qemu-system-x86_64", "qemu-img", "busybox", "mkfs.fat", "mcopy", "syslinux",
          "genisoimage")  # fmt: skip
 BOOT_TIMEOUT = 150.0
+SYNC_INTERVAL = 5
 
 
 def _missing() -> list[str]:
@@ -54,6 +60,7 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
         ["up", "--port", str(port), "--data-dir", str(data_dir),
          "--admin-password", ADMIN_PASSWORD],
         data_dir / "onestack.out",
+        env={"ONESTACK_COMPUTE__POWER_SYNC_INTERVAL": str(SYNC_INTERVAL)},
     )  # fmt: skip
     auth_url = f"http://127.0.0.1:{port}/identity/v3"
     deployment = Deployment("guest-cloud", auth_url, [process])
@@ -146,6 +153,46 @@ def test_novnc_url_page_and_websocket(cloud: Deployment, server: dict) -> None:
             return greeting if isinstance(greeting, bytes) else greeting.encode()
 
     assert asyncio.run(handshake()).startswith(b"RFB 003.")
+
+
+def _serial(cloud: Deployment, server: str, command: str, expect: str, timeout: float = 30) -> str:
+    """Type into a guest's serial shell (its socket, as the qemu driver left it)."""
+    from onestack.compute.drivers.qemu.machine import Machine
+
+    found = list((Path(cloud.extra_env["data_dir"]) / "compute").glob(f"*/instances/{server}"))
+    assert found, f"no state directory of {server}"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(Machine(found[0]).serial_socket))
+        sock.settimeout(0.5)
+        sock.sendall(b"\n" + command.encode() + b"\n")
+        seen = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and expect.encode() not in seen:
+            with contextlib.suppress(TimeoutError):
+                seen += sock.recv(4096)
+    return seen.decode(errors="replace")
+
+
+def test_second_guest_pings_the_first_and_dies_outside_the_cloud(
+    cloud: Deployment, server: dict
+) -> None:
+    first = cloud.json("server", "show", "vm1")["addresses"]["guestnet"][0]
+    second = cloud.json("server", "create", "--image", "guest", "--flavor", "m1.tiny",
+                        "--network", "guestnet", "--wait", "vm2")  # fmt: skip
+    try:
+        _marker(cloud, "vm2")
+        answer = _serial(cloud, second["id"], f"ping -c 3 -W 2 {first}", "packets received")
+        assert re.search(r"3 packets transmitted, [1-3] packets received", answer), answer
+        pids = subprocess.run(["pgrep", "-f", "--", f"-uuid {second['id']}"],
+                              capture_output=True, text=True).stdout.split()  # fmt: skip
+        assert pids
+        os.kill(int(pids[0]), signal.SIGKILL)
+        deadline = time.monotonic() + SYNC_INTERVAL * 3 + 10
+        while cloud.json("server", "show", "vm2")["status"] != "SHUTOFF":
+            assert time.monotonic() < deadline, "a guest killed outside the cloud stays ACTIVE"
+            time.sleep(1)
+    finally:
+        cloud.openstack("server", "delete", "--wait", "vm2")
 
 
 def test_stop_and_start_show_in_power_state_and_console(cloud: Deployment, server: dict) -> None:
