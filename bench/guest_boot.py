@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -37,6 +39,12 @@ from onestack.compute.guest_image import MARKER, build, default_path
 ADMIN_PASSWORD = "bench-admin"
 BIN = Path(sys.executable).parent
 RESULTS = Path(__file__).parent / "results"
+
+
+def openssh_public_key() -> bytes:
+    """A new ed25519 public key in OpenSSH format (what ``keypair create --public-key`` takes)."""
+    public = ed25519.Ed25519PrivateKey.generate().public_key()
+    return public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
 
 
 def free_port() -> int:
@@ -180,7 +188,7 @@ async def main(counts: list[int]) -> dict[str, Any]:
         cloud.cli("subnet", "create", "--network", "benchnet", "--subnet-range",
                   "10.99.0.0/24", "benchsub")  # fmt: skip
         key = data_dir / "key"
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        Path(f"{key}.pub").write_bytes(openssh_public_key())
         cloud.cli("keypair", "create", "--public-key", f"{key}.pub", "benchkey")
         hypervisor = cloud.cli("hypervisor", "list", "--long")[0]
         traits = subprocess.run(

@@ -29,6 +29,8 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from onestack.compute.guest_image import MARKER
 from tests.acceptance.conftest import ADMIN_PASSWORD, BIN, Deployment, Process, free_port
@@ -37,6 +39,12 @@ TOOLS = ("qemu-system-x86_64", "qemu-img", "busybox", "mkfs.fat", "mcopy", "sysl
          "genisoimage")  # fmt: skip
 BOOT_TIMEOUT = 150.0
 SYNC_INTERVAL = 5
+
+
+def openssh_public_key() -> bytes:
+    """A new ed25519 public key in OpenSSH format (what ``keypair create --public-key`` takes)."""
+    public = ed25519.Ed25519PrivateKey.generate().public_key()
+    return public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
 
 
 def _missing() -> list[str]:
@@ -92,7 +100,7 @@ def server(cloud: Deployment, tmp_path_factory: pytest.TempPathFactory) -> Itera
     cloud.openstack("subnet", "create", "--network", "guestnet", "--subnet-range",
                     "10.77.0.0/24", "guestsub")  # fmt: skip
     key = work / "key"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    Path(f"{key}.pub").write_bytes(openssh_public_key())
     keypair = cloud.json("keypair", "create", "--public-key", f"{key}.pub", "guestkey")
     started = time.monotonic()
     created = cloud.json("server", "create", "--image", "guest", "--flavor", "m1.tiny", "--network",
