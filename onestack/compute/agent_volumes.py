@@ -60,8 +60,10 @@ class AgentVolumes:
             "mountpoint": device_name,
         }
 
-    async def _mappings(self, uuid: str) -> dict[str, Any]:
-        answer: dict[str, Any] = await self.agent.conductor.call("block_devices_of", uuid=uuid)
+    async def _mappings(self, uuid: str, with_instance: bool = False) -> dict[str, Any]:
+        answer: dict[str, Any] = await self.agent.conductor.call(
+            "block_devices_of", uuid=uuid, with_instance=with_instance
+        )
         return answer
 
     async def devices(self, uuid: str) -> list[BlockDevice]:
@@ -126,7 +128,7 @@ class AgentVolumes:
 
     async def extend(self, uuid: str, volume_id: str) -> None:
         """Block storage grew an attached volume: the guest's disk grows to its new size."""
-        answer = await self._mappings(uuid)
+        answer = await self._mappings(uuid, with_instance=True)
         if answer["instance"] is None:
             return
         spec = spec_of(answer["instance"])

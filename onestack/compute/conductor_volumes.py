@@ -42,8 +42,12 @@ class VolumeReports:
     service: ComputeService
     db: Database
 
-    async def block_devices_of(self, uuid: str) -> dict[str, Any]:
-        """A server's bus payload and its mappings (agents booting, starting, extending)."""
+    async def block_devices_of(self, uuid: str, with_instance: bool = True) -> dict[str, Any]:
+        """A server's mappings (agents booting, starting, extending) and, when asked, its
+        bus payload."""
+        if not with_instance:
+            rows = await mappings_of(self.db, uuid)
+            return {"instance": None, "block_devices": [bdm_payload(row) for row in rows]}
         async with self.db.session() as session:
             inst = (
                 await session.execute(select(Instance).where(Instance.uuid == uuid))
