@@ -327,6 +327,19 @@ async def test_live_migration_between_two_hosts_keeps_the_guest(driver, guest_im
         assert "size=2147483648" in _serial(
             driver, spec, "echo size=$(($(cat /sys/block/vda/size) * 512))", "size=2147483648"
         )
+
+        # A second NIC hot-plugged on the same bridge, then unplugged.
+        extra = Vif(port_id=str(uuid.uuid4()), mac_address="fa:16:3e:00:00:04",
+                    network_id=vif.network_id, vif_type="bridge",
+                    details={"bridge_name": BRIDGE})  # fmt: skip
+        await driver.attach_interface(spec, extra)
+        assert "fa:16:3e:00:00:04" in _serial(
+            driver, spec, "sleep 2; cat /sys/class/net/eth1/address", "fa:16:3e:00:00:04"
+        )
+        await driver.detach_interface(spec, extra)
+        after = _serial(driver, spec, "sleep 1; ls /sys/class/net; echo listed", "listed")
+        assert "eth1" not in after.split("listed")[-2], after
+        assert not Path(f"/sys/class/net/tap{extra.port_id[:11]}").exists()
     finally:
         await driver.destroy(spec, [vif])
         await other.destroy(spec, [vif])
