@@ -31,6 +31,8 @@ from onestack.compute.host_states import (
 from onestack.compute.models import ComputeNode, Instance, InstanceMetadata, Migration
 from onestack.compute.payloads import instance_payload
 from onestack.compute.placement_client import (
+    Candidate,
+    CandidatePool,
     PlacementClient,
     PlacementError,
     flavor_resources,
@@ -43,11 +45,14 @@ from onestack.compute.scheduler.selection import (
     NoValidHost,
     Selection,
 )
-from onestack.compute.scheduler.state import RequestSpec
+from onestack.compute.scheduler.state import HostState, RequestSpec
 from onestack.compute.service import ComputeService
 from onestack.core.db import affected, utcnow
 
 log = logging.getLogger(__name__)
+
+# How long unconstrained requests share one answer of placement's candidates.
+SHARED_CANDIDATES_SECONDS = 1.0
 
 
 def fault(message: str, code: int = 500) -> dict[str, Any]:
@@ -72,6 +77,7 @@ class Conductor(VolumeReports):
         self.failed_builds: dict[str, int] = {}
         # Thousands of agents starting together must not take every database connection.
         self._reports = asyncio.Semaphore(8)
+        self.candidate_pool = CandidatePool(SHARED_CANDIDATES_SECONDS)
         # Scheduling latency of recent requests, seconds (benchmarks read it).
         self.schedule_seconds: list[float] = []
 
@@ -180,15 +186,50 @@ class Conductor(VolumeReports):
         constrained = bool(spec.group or spec.same_host or spec.different_host
                            or spec.force_hosts or spec.requested_host)  # fmt: skip
         if quick and not constrained:
+            # Few shared candidates first; all of placement's when they fit no longer.
+            key = (tuple(sorted(resources.items())), tuple(zone_aggregates))
+            candidates = await self.candidate_pool.get(
+                key, lambda: self._candidates(resources, zone_aggregates, quick)
+            )
             try:
-                selection = await self._select(spec, resources, zone_aggregates, quick)
+                selection = self.scheduler.select_destinations(
+                    spec, await self._host_states(spec, candidates), 1
+                )[0]
             except NoValidHost:
-                selection = await self._select(spec, resources, zone_aggregates, None)
-        else:
-            selection = await self._select(spec, resources, zone_aggregates, None)
-        self.schedule_seconds.append(time.perf_counter() - started)
+                self.candidate_pool.drop(key)
+            else:
+                self.candidate_pool.consume(key, selection.host.uuid, resources)
+                chosen = time.perf_counter() - started
+                claimed = await self._claim(inst, selection, resources, keep, new_consumer)
+                if claimed is not None:
+                    self._record_schedule(chosen)
+                    return claimed
+                self.candidate_pool.drop(key)
+        candidates = await self._candidates(resources, zone_aggregates, None)
+        selection = self.scheduler.select_destinations(
+            spec, await self._host_states(spec, candidates), 1
+        )[0]
+        self._record_schedule(time.perf_counter() - started)
+        claimed = await self._claim(inst, selection, resources, keep, new_consumer)
+        if claimed is None:
+            raise NoValidHost("every chosen host was claimed by concurrent requests")
+        return claimed
+
+    def _record_schedule(self, seconds: float) -> None:
+        self.schedule_seconds.append(seconds)
         if len(self.schedule_seconds) > 100_000:
             del self.schedule_seconds[:50_000]
+
+    async def _claim(
+        self,
+        inst: Instance,
+        selection: Selection,
+        resources: dict[str, int],
+        keep: dict[str, dict[str, int]] | None,
+        new_consumer: bool,
+    ) -> tuple[str, str, str] | None:
+        """Claim the chosen host, else its alternates: (host, node, provider), or None when
+        concurrent requests took them all."""
         for host in [selection.host, *selection.alternates]:
             allocations = {**(keep or {}), host.uuid: resources}
             if host.uuid in (keep or {}):
@@ -197,16 +238,12 @@ class Conductor(VolumeReports):
                 inst.uuid, allocations, inst.project_id, inst.user_id, new=new_consumer
             ):
                 return host.host, host.node, host.uuid
-        raise NoValidHost("every chosen host was claimed by concurrent requests")
+        return None
 
-    async def _select(
-        self,
-        spec: RequestSpec,
-        resources: dict[str, int],
-        zone_aggregates: list[str],
-        limit: int | None,
-    ) -> Selection:
-        """The filter scheduler's choice among at most ``limit`` of placement's candidates."""
+    async def _candidates(
+        self, resources: dict[str, int], zone_aggregates: list[str], limit: int | None
+    ) -> list[Candidate]:
+        """At most ``limit`` of placement's candidates for ``resources`` in the zone."""
         candidates = await self.placement.candidates(
             resources, forbidden=["COMPUTE_STATUS_DISABLED"], member_of=zone_aggregates,
             limit=limit,
@@ -217,10 +254,12 @@ class Conductor(VolumeReports):
             candidates = await self.placement.candidates(
                 resources, forbidden=["COMPUTE_STATUS_DISABLED"], limit=limit
             )
-        states = await build_host_states(
+        return candidates
+
+    async def _host_states(self, spec: RequestSpec, candidates: list[Candidate]) -> list[HostState]:
+        return await build_host_states(
             self.db, self.service.config, candidates, spec, self.failed_builds
         )
-        return self.scheduler.select_destinations(spec, states, 1)[0]
 
     # ----- builds -------------------------------------------------------------------
 

@@ -3,9 +3,11 @@ candidates for a flavor, and allocations (claims) of servers."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +33,48 @@ class Candidate:
     provider_uuid: str
     capacity: dict[str, int] = field(default_factory=dict)
     used: dict[str, int] = field(default_factory=dict)
+
+
+class CandidatePool:
+    """Placement's candidates for one kind of request (resources and zone), shared by the
+    requests of the next ``ttl`` seconds instead of one placement query each. What this
+    process chooses meanwhile is added to their usage at once (as Nova's scheduler consumes
+    its host states), so concurrent requests spread; a refused claim drops the entry.
+    Placement's claims stay the truth: a stale entry can cost a retry, never a host."""
+
+    def __init__(self, ttl: float):
+        self.ttl = ttl
+        self._entries: dict[Hashable, tuple[float, asyncio.Task[list[Candidate]]]] = {}
+
+    async def get(
+        self, key: Hashable, fetch: Callable[[], Awaitable[list[Candidate]]]
+    ) -> list[Candidate]:
+        """The shared candidates of ``key``, fetched once per ``ttl`` (concurrent callers
+        wait for the same query)."""
+        now = time.monotonic()
+        entry = self._entries.get(key)
+        if entry is None or entry[0] <= now:
+            entry = (now + self.ttl, asyncio.ensure_future(fetch()))
+            self._entries[key] = entry
+        try:
+            return await asyncio.shield(entry[1])
+        except Exception:
+            self.drop(key)
+            raise
+
+    def consume(self, key: Hashable, provider_uuid: str, resources: dict[str, int]) -> None:
+        """Count ``resources`` as used on the provider in the shared entry of ``key``."""
+        entry = self._entries.get(key)
+        if entry is None or not entry[1].done() or entry[1].exception() is not None:
+            return
+        for candidate in entry[1].result():
+            if candidate.provider_uuid == provider_uuid:
+                for rc, amount in resources.items():
+                    candidate.used[rc] = candidate.used.get(rc, 0) + amount
+
+    def drop(self, key: Hashable) -> None:
+        """Forget the entry of ``key``: the next request asks placement again."""
+        self._entries.pop(key, None)
 
 
 def reserved_memory_mb(hypervisor_type: str) -> int:
