@@ -25,6 +25,7 @@ from sqlalchemy import (
     case,
     delete,
     insert,
+    or_,
     select,
     update,
 )
@@ -41,6 +42,14 @@ from onestack.core.db import (
 )
 
 UNLIMITED = -1
+
+
+class _OverLimit(Exception):
+    """A reservation passed a limit (its transaction rolls back); carries the limits read."""
+
+    def __init__(self, limits: dict[str, int]):
+        super().__init__("over quota")
+        self.limits = limits
 
 
 class QuotaExceeded(Exception):
@@ -226,35 +235,60 @@ class QuotaEngine:
     async def _reserve(self, reservation: Reservation) -> None:
         project_id, wanted = reservation.project_id, reservation.deltas
         usage = self.tables.usage
+        resources = sorted(wanted)
+        try:
+            await self._reserve_rows(reservation, resources)
+        except _OverLimit as over:
+            # Nothing stayed reserved (the transaction rolled back): name what is over.
+            async with self.db.session() as session:
+                current = await session.execute(
+                    select(usage.c.resource, usage.c.in_use + usage.c.reserved).where(
+                        usage.c.project_id == project_id, usage.c.resource.in_(resources)
+                    )
+                )
+                held = {resource: int(count) for resource, count in current.all()}
+            limited = [r for r in resources if over.limits[r] != UNLIMITED]
+            resource = next(
+                (r for r in limited if held.get(r, 0) + wanted[r] > over.limits[r]),
+                (limited or resources)[0],
+            )
+            raise QuotaExceeded(
+                resource, wanted[resource], held.get(resource, 0), over.limits[resource]
+            ) from None
+
+    async def _reserve_rows(self, reservation: Reservation, resources: list[str]) -> None:
+        project_id, wanted = reservation.project_id, reservation.deltas
+        usage = self.tables.usage
         expires = utcnow() + self.reservation_ttl
         async with self.db.session() as session:
             limits = await self._limits(session, project_id)
-            # Sorted so concurrent reservations take row locks in the same order.
-            for resource in sorted(wanted):
-                delta = wanted[resource]
-                limit = limits[resource]
-                key = and_(usage.c.project_id == project_id, usage.c.resource == resource)
-                guarded = update(usage).where(key)
-                if limit != UNLIMITED:
-                    guarded = guarded.where(usage.c.in_use + usage.c.reserved + delta <= limit)
-                result = await session.execute(guarded.values(reserved=usage.c.reserved + delta))
-                if affected(result) != 1:
-                    current = await session.execute(
-                        select(usage.c.in_use, usage.c.reserved).where(key)
-                    )
-                    in_use, reserved = current.one()
-                    # Raising rolls back this transaction: nothing stays reserved.
-                    raise QuotaExceeded(resource, delta, int(in_use) + int(reserved), limit)
-                await session.execute(
-                    insert(self.tables.reservation).values(
-                        id=new_id(),
-                        batch=reservation.id,
-                        project_id=project_id,
-                        resource=resource,
-                        delta=delta,
-                        expires_at=expires,
-                    )
-                )
+            # One guarded UPDATE for every resource (each row its own delta and limit): it
+            # changes all the rows or, when one would pass its limit, fewer of them.
+            delta = case(wanted, value=usage.c.resource)
+            guards = [
+                and_(usage.c.resource == resource,
+                     usage.c.in_use + usage.c.reserved + wanted[resource] <= limits[resource])
+                for resource in resources if limits[resource] != UNLIMITED
+            ]  # fmt: skip
+            unlimited = [r for r in resources if limits[r] == UNLIMITED]
+            if unlimited:
+                guards.append(usage.c.resource.in_(unlimited))
+            result = await session.execute(
+                update(usage)
+                .where(usage.c.project_id == project_id, usage.c.resource.in_(resources))
+                .where(or_(*guards))
+                .values(reserved=usage.c.reserved + delta)
+            )
+            if affected(result) != len(resources):
+                raise _OverLimit(limits)  # rolls this transaction back
+            await session.execute(
+                insert(self.tables.reservation),
+                [
+                    {"id": new_id(), "batch": reservation.id, "project_id": project_id,
+                     "resource": resource, "delta": wanted[resource], "expires_at": expires}
+                    for resource in resources
+                ],
+            )  # fmt: skip
 
     @asynccontextmanager
     async def hold(self, project_id: str, deltas: dict[str, int]) -> AsyncIterator[Reservation]:
@@ -279,12 +313,21 @@ class QuotaEngine:
                     select(table).where(table.c.batch == reservation_id).order_by(table.c.resource)
                 )
             ).all()
-            for row in rows:
-                key = and_(usage.c.project_id == row.project_id, usage.c.resource == row.resource)
-                values: dict[str, Any] = {"reserved": usage.c.reserved - row.delta}
-                if commit:
-                    values["in_use"] = usage.c.in_use + row.delta
-                await session.execute(update(usage).where(key).values(**values))
+            if not rows:
+                return
+            # One UPDATE for every resource of the reservation (one project's).
+            delta = case({row.resource: row.delta for row in rows}, value=usage.c.resource)
+            values: dict[str, Any] = {"reserved": usage.c.reserved - delta}
+            if commit:
+                values["in_use"] = usage.c.in_use + delta
+            await session.execute(
+                update(usage)
+                .where(
+                    usage.c.project_id == rows[0].project_id,
+                    usage.c.resource.in_([row.resource for row in rows]),
+                )
+                .values(**values)
+            )
             await session.execute(delete(table).where(table.c.batch == reservation_id))
 
     async def commit(self, reservation: Reservation) -> None:
