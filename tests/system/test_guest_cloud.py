@@ -175,7 +175,9 @@ def _serial(cloud: Deployment, server: str, command: str, expect: str, timeout: 
         sock.sendall(b"\n" + command.encode() + b"\n")
         seen = b""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and expect.encode() not in seen:
+        # The terminal echoes the command: the answer is the occurrence after it.
+        wanted = command.count(expect) + 1
+        while time.monotonic() < deadline and seen.count(expect.encode()) < wanted:
             with contextlib.suppress(TimeoutError):
                 seen += sock.recv(4096)
     return seen.decode(errors="replace")

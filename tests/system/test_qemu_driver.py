@@ -100,7 +100,9 @@ def _serial(driver, spec: InstanceSpec, command: str, expect: str, timeout: floa
         sock.sendall(b"\n" + command.encode() + b"\n")
         seen = b""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and expect.encode() not in seen:
+        # The terminal echoes the command: the answer is the occurrence after it.
+        wanted = command.count(expect) + 1
+        while time.monotonic() < deadline and seen.count(expect.encode()) < wanted:
             try:
                 seen += sock.recv(4096)
             except TimeoutError:
@@ -261,6 +263,18 @@ async def test_volume_hot_plug(driver, guest, tmp_path):
     await driver.detach_volume(guest, device)
     gone = _serial(driver, guest, "sleep 1; ls /sys/block; echo listed", "listed")
     assert "vdb" not in gone.split("listed")[-2], gone
+
+
+async def test_rescue_boots_the_rescue_image_with_the_root_disk_second(driver, guest, guest_image):
+    markers = await _markers(driver, guest)
+    await driver.rescue(guest, [], await _fetch_from(guest_image), "rescue-image")
+    await _marker(driver, guest, markers + 1)
+    assert "vdb" in _serial(driver, guest, "ls /sys/block; echo listed", "listed")
+    await driver.unrescue(guest, [])
+    await _marker(driver, guest, markers + 2)
+    after = _serial(driver, guest, "ls /sys/block; echo listed", "listed")
+    assert "vdb" not in after.split("listed")[-2], after
+    assert not (driver._machine(guest).dir / "disk.rescue").exists()
 
 
 async def test_killed_guest_shows_shutdown(driver, guest):
