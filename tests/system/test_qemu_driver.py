@@ -196,11 +196,17 @@ async def test_serial_shell_answers(driver, guest):
     assert "sum=42" in output
 
 
-async def test_pause_and_unpause(driver, guest):
-    await driver.pause(guest)
+async def test_pause_and_unpause_from_a_restarted_agent(driver, guest):
+    """A new driver instance (an agent restarted while its guests run) finds and drives them."""
+    from onestack.compute.drivers.qemu import QemuDriver
+
+    restarted = QemuDriver(driver.settings)
+    await restarted.init_host("qemu-test")
+    assert (await restarted.list_instances()).get(guest.uuid) == PowerState.RUNNING
+    await restarted.pause(guest)
     assert await driver.power_state(guest) == PowerState.PAUSED
-    await driver.unpause(guest)
-    assert await driver.power_state(guest) == PowerState.RUNNING
+    await restarted.unpause(guest)
+    assert await restarted.power_state(guest) == PowerState.RUNNING
 
 
 async def test_hard_reboot_boots_again(driver, guest):
