@@ -15,7 +15,7 @@ import logging
 import time
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from onestack.compute import vm_states
@@ -335,6 +335,8 @@ class Conductor(VolumeReports):
         error: str | None = None,
     ) -> None:
         """An agent finished (or failed) a build: ACTIVE, a reschedule, or ERROR."""
+        if error is None and await self._built(uuid, host, request_id, ports, power_state):
+            return
         inst = await self._load(uuid)
         if inst is None:
             return
@@ -349,17 +351,7 @@ class Conductor(VolumeReports):
                 )  # fmt: skip
             return
         if error is None:
-            self.failed_builds.pop(host, None)
-            async with self.db.session() as session:
-                await session.execute(
-                    update(Instance)
-                    .where(Instance.uuid == uuid)
-                    .values(vm_state=vm_states.ACTIVE, task_state=None, power_state=power_state,
-                            ports=ports, launched_at=utcnow(), fault=None)
-                )  # fmt: skip
-                await add_event(session, uuid, request_id, "compute_build_and_run_instance",
-                                host=host)  # fmt: skip
-            return
+            return  # the update above found it deleting; a restore since changes nothing
         await record_event(
             self.db, uuid, request_id, "compute_build_and_run_instance", host=host, error=error
         )
@@ -377,6 +369,26 @@ class Conductor(VolumeReports):
         await self.placement.release(uuid)
         await self._update(uuid, host=None, node=None, task_state=vm_states.SCHEDULING)
         await self._schedule_build(uuid, request_id, attempt + 1, tried)
+
+    async def _built(
+        self, uuid: str, host: str, request_id: str, ports: list[dict[str, Any]], power_state: int
+    ) -> bool:
+        """The server goes ACTIVE unless it was deleted meanwhile (False: nothing changed)."""
+        async with self.db.session() as session:
+            done = await session.execute(
+                update(Instance)
+                .where(Instance.uuid == uuid, Instance.deleted.is_(False),
+                       or_(Instance.task_state.is_(None),
+                           Instance.task_state != vm_states.DELETING))
+                .values(vm_state=vm_states.ACTIVE, task_state=None, power_state=power_state,
+                        ports=ports, launched_at=utcnow(), fault=None)
+            )  # fmt: skip
+            if not affected(done):
+                return False
+            await add_event(session, uuid, request_id, "compute_build_and_run_instance",
+                            host=host)  # fmt: skip
+        self.failed_builds.pop(host, None)
+        return True
 
     # ----- actions ------------------------------------------------------------------
 
