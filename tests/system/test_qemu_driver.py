@@ -166,6 +166,8 @@ async def guest(driver, guest_image) -> AsyncIterator[InstanceSpec]:
 
 
 async def test_host_reports_acceleration(driver):
+    assert driver._probe is not None
+    await driver._probe
     capacity = await driver.host_capacity()
     assert capacity.hypervisor_type == "QEMU" and capacity.hypervisor_version > 0
     accel = capacity.cpu_info["accel"]

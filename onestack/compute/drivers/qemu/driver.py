@@ -98,6 +98,7 @@ class QemuDriver(ComputeDriver):
         self.host_ip = "127.0.0.1"
         self._locks: dict[str, asyncio.Lock] = {}
         self._bases: disks.BaseImages | None = None
+        self._probe: asyncio.Task[None] | None = None
 
     # Host -----------------------------------------------------------------------------------
 
@@ -109,6 +110,12 @@ class QemuDriver(ComputeDriver):
         (self.dir / "instances").mkdir(parents=True, exist_ok=True)
         self._bases = disks.BaseImages(self.dir / "_base")
         self.version = await _qemu_version()
+        # The probe may take its whole timeout (nested KVM): the agent starts meanwhile and
+        # guests booted before it answers use TCG; the next heartbeat reports the result.
+        self.acceleration = accel.Acceleration("tcg", "kvm probe running")
+        self._probe = asyncio.create_task(self._run_probe())
+
+    async def _run_probe(self) -> None:
         self.acceleration = await accel.probe(BINARY, self.state_root)
 
     async def host_capacity(self) -> HostCapacity:
