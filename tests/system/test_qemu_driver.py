@@ -11,6 +11,7 @@ dosfstools, genisoimage (under CI=true: fails, never skips).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -209,6 +210,10 @@ async def test_pause_and_unpause_from_a_restarted_agent(driver, guest):
     assert await driver.power_state(guest) == PowerState.PAUSED
     await restarted.unpause(guest)
     assert await restarted.power_state(guest) == PowerState.RUNNING
+    assert restarted._probe is not None
+    restarted._probe.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await restarted._probe
 
 
 async def test_hard_reboot_boots_again(driver, guest):

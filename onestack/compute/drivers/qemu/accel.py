@@ -90,9 +90,13 @@ async def probe(binary: str, workdir: Path, timeout: float = PROBE_TIMEOUT) -> A
         await asyncio.wait_for(watch(), timeout)
     except TimeoutError:
         errors.append(f"the probe guest did not finish within {timeout:g} s")
+    finally:
+        # Also when the probe is cancelled (the agent stops): no probe guest outlives it.
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
     seconds = time.monotonic() - started
     if process.returncode is None:
-        process.kill()
         with contextlib.suppress(ProcessLookupError):
             await process.wait()
         return Acceleration("tcg", f"kvm probe failed: {' '.join(errors[:2])}", seconds)
