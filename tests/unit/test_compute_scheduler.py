@@ -8,7 +8,6 @@ import time
 import pytest
 
 from onestack.compute.scheduler import filters as filters_module
-from onestack.compute.scheduler.extra_specs import matches
 from onestack.compute.scheduler.filters import BUILTIN, HostFilter, load_filters
 from onestack.compute.scheduler.selection import (
     NO_VALID_HOST,
@@ -25,6 +24,7 @@ from onestack.compute.scheduler.state import (
 )
 from onestack.compute.scheduler.weighers import normalize
 from onestack.core.config import ComputeSchedulerSettings
+from onestack.core.extra_specs import matches
 
 
 def make_host(name: str, **kwargs: object) -> HostState:

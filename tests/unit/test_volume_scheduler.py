@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from onestack.volume.scheduler.extra_specs import matches
+from onestack.core.extra_specs import matches
 from onestack.volume.scheduler.filters import FILTERS
 from onestack.volume.scheduler.state import BackendState, RequestSpec
 from onestack.volume.scheduler.weighers import ordered
@@ -33,7 +33,7 @@ from onestack.volume.scheduler.weighers import ordered
     ],
 )
 def test_extra_spec_operators(capability: object, requirement: str, expected: bool) -> None:
-    assert matches(capability, requirement) is expected
+    assert matches(capability, requirement, bare_is_minimum=True) is expected
 
 
 def backend(host: str, **caps: object) -> BackendState:

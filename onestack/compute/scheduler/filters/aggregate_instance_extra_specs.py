@@ -6,9 +6,9 @@ a value of that key in one of the host's aggregates; keys of other scopes are ig
 
 from __future__ import annotations
 
-from onestack.compute.scheduler import extra_specs
 from onestack.compute.scheduler.filters.base import HostFilter
 from onestack.compute.scheduler.state import HostState, RequestSpec
+from onestack.core import extra_specs
 
 SCOPE = "aggregate_instance_extra_specs"
 

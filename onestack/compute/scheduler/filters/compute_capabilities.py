@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from onestack.compute.scheduler import extra_specs
 from onestack.compute.scheduler.filters.base import HostFilter
 from onestack.compute.scheduler.state import HostState, RequestSpec
+from onestack.core import extra_specs
 
 SCOPE = "capabilities"
 

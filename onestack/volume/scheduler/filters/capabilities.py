@@ -7,7 +7,7 @@ not capabilities.
 
 from __future__ import annotations
 
-from onestack.volume.scheduler.extra_specs import matches
+from onestack.core.extra_specs import matches
 from onestack.volume.scheduler.state import BackendState, RequestSpec
 
 NOT_CAPABILITIES = {"multiattach", "replication_enabled"}
@@ -24,6 +24,6 @@ def passes(backend: BackendState, spec: RequestSpec) -> bool:
             continue
         if name not in backend.capabilities:
             return False
-        if not matches(backend.capabilities[name], requirement):
+        if not matches(backend.capabilities[name], requirement, bare_is_minimum=True):
             return False
     return True
