@@ -218,6 +218,11 @@ class NetworkSettings(BaseModel):
     # of that physical network. Without one, an external network gets a host-side veth
     # holding its subnets' gateways (so the host reaches floating IPs).
     physical_interfaces: dict[str, str] = Field(default_factory=dict)
+    # This host's VXLAN endpoint address. Empty: the address this host uses to reach the
+    # bus (or, with an in-process bus, the source address of its default route).
+    tunnel_ip: str = ""
+    # VNIs handed to vxlan networks created without provider:segmentation_id (inclusive).
+    vni_range: tuple[int, int] = (1, 1000)
 
 
 class PlacementSettings(BaseModel):

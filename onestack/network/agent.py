@@ -22,6 +22,7 @@ import shutil
 import socket
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from onestack.core.asgi.errors import APIError
 from onestack.core.bus.base import Bus, Consumer
@@ -67,6 +68,7 @@ class NetworkAgent:
         self.host = host or settings.network.host or socket.gethostname()
         self.client = client
         self.features = detect()
+        self.tunnel_ip = settings.network.tunnel_ip or default_tunnel_ip(settings.bus_url)
         self.dhcp_root = settings.data_dir / "network" / "dhcp"
         # Names this deployment built on the host (several clouds may share one host:
         # only our own leftovers are ours to remove), and the tag of our nft tables.
@@ -169,6 +171,8 @@ class NetworkAgent:
             "network_types": sorted(self.features.network_types()),
             "features": self.features.as_dict(),
             "devices": sum(1 for wired in self.reported.values() if wired),
+            "tunneling_ip": self.tunnel_ip,
+            "tunnel_types": ["vxlan"] if self.features.vxlan else [],
         }
 
     # Reconciling ------------------------------------------------------------------------
@@ -227,15 +231,24 @@ class NetworkAgent:
         for port in ports:
             by_network.setdefault(port["network_id"], []).append(port)
         mappings = self.settings.network.physical_interfaces
-        uplinks = set()
+        host_links = set()
+        # Every agent builds every network, so a vxlan network floods to all other hosts.
+        peers = sorted(
+            {ip for host, ip in state.get("tunnel_endpoints", {}).items() if host != self.host}
+            - {self.tunnel_ip}
+        )
         for network in networks.values():
             bridge = bridges.bridge_name(network["id"])
             physical = None
             if network["network_type"] == "flat":
                 physical = mappings.get(network.get("physical_network") or "")
+            vni = _vni(network) if self.features.vxlan else None
             inputs: Any = (network["mtu"], network["external"], _gateways(network), physical)
+            if vni is not None:
+                host_links.add(bridges.vxlan_name(vni))
+                inputs = (*inputs, vni, self.tunnel_ip, peers)
             if not physical and network["external"]:
-                uplinks.add(bridges.uplink_names(network["id"])[0])
+                host_links.add(bridges.uplink_names(network["id"])[0])
             if self._unchanged(f"bridge:{network['id']}", inputs):
                 continue
             await bridges.ensure_bridge(bridge, network["mtu"])
@@ -245,6 +258,9 @@ class NetworkAgent:
                 await bridges.ensure_uplink(
                     network["id"], bridge, _gateways(network), network["mtu"]
                 )
+            if vni is not None:
+                device = await bridges.ensure_vxlan(vni, self.tunnel_ip, bridge, network["mtu"])
+                await bridges.set_flood_peers(device, peers)
             self._applied(f"bridge:{network['id']}", inputs)
         wanted_dhcp = set()
         for network_id, members in by_network.items():
@@ -283,7 +299,7 @@ class NetworkAgent:
             await commands.nft(ruleset)
             self._applied("firewall", ruleset)
         wanted = wanted_dhcp | wanted_routers | {bridges.bridge_name(n) for n in networks}
-        wanted |= uplinks
+        wanted |= host_links
         if self._unchanged("names", sorted(wanted)):
             return
         owned = self._owned() | wanted
@@ -371,6 +387,31 @@ class AgentInbox:
 
     async def sync(self) -> None:
         await self.agent.sync()
+
+
+def _vni(network: dict[str, Any]) -> int | None:
+    """A vxlan network's VNI (its segmentation id), else None."""
+    if network["network_type"] != "vxlan" or network.get("segmentation_id") is None:
+        return None
+    return int(network["segmentation_id"])
+
+
+def default_tunnel_ip(bus_url: str) -> str:
+    """The address this host reaches the bus from; with a local bus, its default route's.
+
+    A connected UDP socket only looks the route up: nothing is sent.
+    """
+    host = urlsplit(bus_url).hostname or ""
+    targets = [host] if host and not host.startswith("127.") and host != "localhost" else []
+    for target in [*targets, "192.0.2.1"]:
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                probe.connect((target, bridges.VXLAN_PORT))
+                address: str = probe.getsockname()[0]
+                return address
+        except OSError:
+            continue
+    return "127.0.0.1"
 
 
 def _gateways(network: dict[str, Any]) -> list[str]:

@@ -83,7 +83,11 @@ class NetworkService:
 
     async def record_agent(self, host: str, configurations: dict[str, Any]) -> None:
         """A heartbeat of ``host``'s agent."""
+        before = self.agent_configurations.get(host, {}).get("tunneling_ip")
         self.agent_configurations[host] = configurations
+        if configurations.get("tunneling_ip") != before:
+            # A new or moved tunnel endpoint: every agent's VXLAN peers change.
+            self.changed()
         await self.agents.record(host, AGENT_BINARY, topic=f"network-agent.{host}")
 
     def changed(self) -> None:

@@ -189,6 +189,12 @@ async def desired_state(service: NetworkService) -> dict[str, Any]:
             }
             for p in ports
         ],
+        # Each agent's VXLAN endpoint, from its heartbeat (see ``NetworkAgent.configurations``).
+        "tunnel_endpoints": {
+            host: str(config["tunneling_ip"])
+            for host, config in service.agent_configurations.items()
+            if config.get("tunneling_ip")
+        },
         "security_groups": {
             g.id: {
                 "rules": [

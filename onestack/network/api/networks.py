@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from starlette.requests import Request
 from starlette.responses import Response
 
-from onestack.core.asgi.errors import BadRequest, Conflict, Forbidden
+from onestack.core.asgi.errors import APIError, BadRequest, Conflict, Forbidden
 from onestack.core.asgi.request import json_body
 from onestack.core.asgi.routing import RouteTable
 from onestack.network.api.common import (
@@ -50,6 +50,9 @@ COLUMNS = {
 ADMIN_ONLY = ("shared", "router:external", "provider:network_type",
               "provider:physical_network", "provider:segmentation_id")  # fmt: skip
 SEGMENT_RANGES = {"vlan": (1, 4094), "vxlan": (1, 16777215), "geneve": (1, 16777215)}
+# The physical network's MTU, and what VXLAN's headers (outer IPv4, UDP, VXLAN, Ethernet) take.
+PHYSICAL_MTU = 1500
+VXLAN_OVERHEAD = 50
 
 
 def visible(request: Request) -> Any:
@@ -124,6 +127,44 @@ def _apply(request: Request, row: Network, body: dict[str, Any], creating: bool)
         if not creating and any(name.startswith("provider:") for name in body):
             raise BadRequest("Provider attributes cannot change after creation.")
         _check_provider(request, row, body)
+    if row.network_type == "vxlan":
+        largest = PHYSICAL_MTU - VXLAN_OVERHEAD
+        if "mtu" not in body and creating:
+            row.mtu = largest
+        elif "mtu" in body and row.mtu > largest:
+            raise BadRequest(f"Requested MTU is too big, maximum is {largest}.")
+
+
+async def _allocate_vni(request: Request, session: Any, row: Network) -> None:
+    """Give a vxlan network without a segmentation id the lowest free VNI of the range.
+
+    A VNI already taken is a 409 and an exhausted range a 503, as in Neutron.
+    """
+    if row.network_type != "vxlan":
+        return
+    used = set(
+        (
+            await session.execute(
+                select(Network.segmentation_id).where(Network.network_type == "vxlan")
+            )
+        ).scalars()
+    )
+    if row.segmentation_id is not None:
+        if row.segmentation_id in used:
+            raise Conflict(
+                f"Unable to create the network. The tunnel ID {row.segmentation_id} is in use.",
+                type="TunnelIdInUse",
+            )
+        return
+    low, high = service(request).settings.network.vni_range
+    free = next((vni for vni in range(low, high + 1) if vni not in used), None)
+    if free is None:
+        raise APIError(
+            "Unable to create the network. No tenant network is available for allocation.",
+            status=503,
+            type="NoNetworkAvailable",
+        )
+    row.segmentation_id = free
 
 
 @routes.post("/v2.0/networks")
@@ -138,6 +179,7 @@ async def create_network(request: Request) -> Response:
     _apply(request, row, body, creating=True)
     network = service(request)
     async with quota_held(request, project_id, "network"), network.db.session() as session:
+        await _allocate_vni(request, session, row)
         session.add(row)
         await session.flush()
         result = network_view(row, [], is_admin(request))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 from typing import Any
 
 from onestack.network.drivers.linuxbridge import commands
@@ -13,6 +14,10 @@ TAP_PREFIX = "tap"
 # Host side of an external network's uplink, and its peer on the bridge.
 UPLINK_PREFIX = "ext"
 UPLINK_PEER_PREFIX = "exb"
+VXLAN_PREFIX = "vxlan-"
+VXLAN_PORT = 4789
+# A frame's default destinations (head-end replication of broadcast and unknown unicast).
+FLOOD_MAC = "00:00:00:00:00:00"
 
 
 def bridge_name(network_id: str) -> str:
@@ -30,16 +35,61 @@ def uplink_names(network_id: str) -> tuple[str, str]:
     return UPLINK_PREFIX + network_id[:11], UPLINK_PEER_PREFIX + network_id[:11]
 
 
-async def ensure_bridge(name: str, mtu: int = 1500) -> None:
+def vxlan_name(vni: int) -> str:
+    """The VXLAN device of a vxlan network on every host (one per VNI)."""
+    return f"{VXLAN_PREFIX}{vni}"
+
+
+async def ensure_bridge(name: str, mtu: int = 1500, netns: str | None = None) -> None:
     """Create the bridge if missing (no STP, no forwarding delay) and set it up."""
-    if await ip("link", "show", name, check=False) == "":
-        await ip("link", "add", name, "type", "bridge", "stp_state", "0", "forward_delay", "0")
-    await ip("link", "set", name, "mtu", str(mtu), "up")
+    if await ip("link", "show", name, netns=netns, check=False) == "":
+        await ip(
+            "link", "add", name, "type", "bridge", "stp_state", "0", "forward_delay", "0",
+            netns=netns,
+        )  # fmt: skip
+    await ip("link", "set", name, "mtu", str(mtu), "up", netns=netns)
 
 
-async def enslave(device: str, bridge: str, mtu: int = 1500) -> None:
+async def ensure_vxlan(
+    vni: int, local: str, bridge: str, mtu: int, netns: str | None = None
+) -> str:
+    """The network's VXLAN device (VNI ``vni`` from ``local``) on ``bridge``; its name.
+
+    No learning: where frames go is the forwarding database :func:`set_flood_peers` keeps.
+    A device built with another VNI or local address is rebuilt.
+    """
+    name = vxlan_name(vni)
+    found = [
+        link
+        for link in await commands.links(netns=netns)
+        if link["ifname"] == name and _kind(link) == "vxlan"
+    ]
+    data = found[0].get("linkinfo", {}).get("info_data", {}) if found else {}
+    if not found or data.get("id") != vni or data.get("local") != local:
+        await commands.delete_link(name, netns=netns)
+        await ip(
+            "link", "add", name, "type", "vxlan", "id", str(vni), "local", local,
+            "dstport", str(VXLAN_PORT), "nolearning", netns=netns,
+        )  # fmt: skip
+    await enslave(name, bridge, mtu, netns=netns)
+    return name
+
+
+async def set_flood_peers(device: str, peers: list[str], netns: str | None = None) -> None:
+    """Make the VXLAN device's default destinations exactly ``peers`` (other hosts' IPs)."""
+    prefix = ("bridge", "-n", netns) if netns else ("bridge",)
+    text = await commands.run(*prefix, "-json", "fdb", "show", "dev", device)
+    entries = json.loads(text) if text.strip() else []
+    have = {e["dst"] for e in entries if e.get("mac") == FLOOD_MAC and e.get("dst")}
+    for peer in sorted(have - set(peers)):
+        await commands.run(*prefix, "fdb", "del", FLOOD_MAC, "dev", device, "dst", peer)
+    for peer in sorted(set(peers) - have):
+        await commands.run(*prefix, "fdb", "append", FLOOD_MAC, "dev", device, "dst", peer)
+
+
+async def enslave(device: str, bridge: str, mtu: int = 1500, netns: str | None = None) -> None:
     """Attach ``device`` to ``bridge`` and set it up."""
-    await ip("link", "set", device, "mtu", str(mtu), "master", bridge, "up")
+    await ip("link", "set", device, "mtu", str(mtu), "master", bridge, "up", netns=netns)
 
 
 async def ensure_veth(
