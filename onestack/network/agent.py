@@ -298,6 +298,18 @@ class NetworkAgent:
         if not self._unchanged("firewall", ruleset):
             await commands.nft(ruleset)
             self._applied("firewall", ruleset)
+        overlay = firewall.overlay_ruleset(
+            [
+                p["mac_address"]
+                for p in ports
+                if p["device_owner"].startswith("network:")
+                and _vni(networks.get(p["network_id"]) or {"network_type": ""}) is not None
+            ],
+            self.tag,
+        )
+        if not self._unchanged("overlay", overlay):
+            await commands.nft(overlay)
+            self._applied("overlay", overlay)
         wanted = wanted_dhcp | wanted_routers | {bridges.bridge_name(n) for n in networks}
         wanted |= host_links
         if self._unchanged("names", sorted(wanted)):
@@ -341,6 +353,7 @@ class NetworkAgent:
         """Remove everything this data plane built on the host (tests, decommissioning)."""
         await self.apply({"networks": [], "ports": [], "routers": [], "security_groups": {}})
         await commands.nft(firewall.teardown(self.tag))
+        await commands.nft(firewall.overlay_ruleset([], self.tag))
         shutil.rmtree(self.dhcp_root, ignore_errors=True)
 
     # Wiring -------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from onestack.network.drivers.linuxbridge import firewall
 from onestack.network.drivers.linuxbridge.features import detect
 from tests.acceptance.conftest import ADMIN_PASSWORD, BIN, Process, free_port, issue_token
 from tests.backends import isolated_amqp_url
@@ -223,6 +224,13 @@ def test_guests_on_two_hosts_ping_across_the_tunnel(tmp_path: Path, world: dict[
             assert link["master"] == bridge and link["mtu"] == mtu
             info = link["linkinfo"]["info_data"]
             assert (info["id"], info["local"], info["port"]) == (vni, address, 4789)
+        # What keeps DHCP and router ports off the tunnels is a ruleset nft takes.
+        overlay = firewall.overlay_ruleset(["fa:16:3e:00:00:01"], "vxtest")
+        checked = subprocess.run(
+            ["ip", "netns", "exec", world["vx-host-1"], "nft", "-c", "-f", "-"],
+            input=overlay, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert checked.returncode == 0, checked.stderr
 
         guests: dict[str, str] = {}
         for index, host in enumerate(HOSTS, start=1):

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from onestack.network.drivers.linuxbridge import bridges, commands
+from onestack.network.drivers.linuxbridge import bridges, commands, firewall
 
 
 class Host:
@@ -69,3 +69,13 @@ def test_flood_entries_follow_the_peers(host: Host) -> None:
         ("bridge", "fdb", "del", zero, "dev", "vxlan-5", "dst", "192.0.2.2"),
         ("bridge", "fdb", "append", zero, "dev", "vxlan-5", "dst", "192.0.2.4"),
     ]
+
+
+def test_the_networks_own_ports_stay_off_the_tunnels() -> None:
+    ruleset = firewall.overlay_ruleset(["fa:16:3e:00:00:02", "fa:16:3e:00:00:01"], "t1")
+    macs = "{ fa:16:3e:00:00:01, fa:16:3e:00:00:02 }"
+    assert f'iifname "vxlan-*" ether saddr {macs} drop' in ruleset
+    assert f'oifname "vxlan-*" ether saddr {macs} drop' in ruleset
+    assert firewall.overlay_ruleset([], "t1") == (
+        "table bridge onestack_overlay_t1\ndelete table bridge onestack_overlay_t1\n"
+    )

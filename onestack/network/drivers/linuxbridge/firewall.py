@@ -10,6 +10,10 @@ or group leaves nothing behind):
   destination port's ingress chain; both end in drop, so ingress is denied unless
   a rule allows it. Ports are told apart by their bridge and their (anti-spoofed)
   addresses.
+
+A third, ``bridge onestack_overlay_<tag>`` (:func:`overlay_ruleset`), keeps the frames of
+the network's own ports (DHCP, router legs) off the VXLAN tunnels: every host builds
+those ports alike, with the same MACs, and serves its own guests with them.
 """
 
 from __future__ import annotations
@@ -17,10 +21,11 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from onestack.network.drivers.linuxbridge.bridges import bridge_name, tap_name
+from onestack.network.drivers.linuxbridge.bridges import VXLAN_PREFIX, bridge_name, tap_name
 
 ANTISPOOF_PREFIX = "onestack_antispoof_"
 GROUPS_PREFIX = "onestack_sg_"
+OVERLAY_PREFIX = "onestack_overlay_"
 PROTOCOLS = {
     "tcp": "tcp",
     "6": "tcp",
@@ -238,3 +243,24 @@ def teardown(tag: str) -> str:
         f"table bridge {spoof_table}\ndelete table bridge {spoof_table}\n"
         f"table inet {group_table}\ndelete table inet {group_table}\n"
     )
+
+
+def overlay_ruleset(macs: list[str], tag: str) -> str:
+    """Frames from ``macs`` (the networks' own ports) neither enter nor leave a VXLAN device.
+
+    Without any such MAC the table is removed.
+    """
+    table = f"{OVERLAY_PREFIX}{tag}"
+    lines = [f"table bridge {table}", f"delete table bridge {table}"]
+    if macs:
+        tunnels = f'"{VXLAN_PREFIX}*"'
+        lines += [
+            f"table bridge {table} {{",
+            "  chain forward {",
+            "    type filter hook forward priority -200; policy accept;",
+            f"    iifname {tunnels} ether saddr {_set(sorted(set(macs)))} drop",
+            f"    oifname {tunnels} ether saddr {_set(sorted(set(macs)))} drop",
+            "  }",
+            "}",
+        ]
+    return "\n".join(lines) + "\n"
