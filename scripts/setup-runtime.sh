@@ -31,6 +31,8 @@ command -v ping >/dev/null || missing+=(iputils-ping)
 command -v curl >/dev/null || missing+=(curl)
 command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)   # real guests
 command -v genisoimage >/dev/null || missing+=(genisoimage)   # config drives
+# The system test that loads the noVNC console page in a headless browser.
+command -v chromium >/dev/null || missing+=(chromium)
 # onestack guest-image build: busybox-static, the syslinux boot loader, FAT tools.
 dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
 command -v syslinux >/dev/null || missing+=(syslinux)
