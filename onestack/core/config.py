@@ -209,6 +209,9 @@ class NetworkSettings(BaseModel):
     driver: str = ""
     # Empty: this machine's hostname.
     host: str = ""
+    # Other compute hosts whose guests run on this machine (several compute agents on one
+    # machine): this agent wires and filters their ports too, as they share its bridges.
+    guest_hosts: list[str] = Field(default_factory=list)
     # None: the agent runs inside the API process exactly when the bus is in-process.
     local_agent: bool | None = None
     report_interval: float = Field(10.0, gt=0)

@@ -66,6 +66,8 @@ class NetworkAgent:
         self.settings = settings
         self.bus = bus
         self.host = host or settings.network.host or socket.gethostname()
+        # The compute hosts whose guests' ports are bound here (their taps are on our bridges).
+        self.guest_hosts = {self.host, *settings.network.guest_hosts}
         self.client = client
         self.features = detect()
         self.tunnel_ip = settings.network.tunnel_ip or default_tunnel_ip(settings.bus_url)
@@ -92,6 +94,8 @@ class NetworkAgent:
         self._upstream: str | None = None
         # What each part of the data plane was last built from (see ``apply``).
         self._fingerprints: dict[str, str] = {}
+        # The other hosts' tunnel endpoints of the latest state.
+        self._peers: set[str] = set()
         self._full_pass = time.monotonic()
 
     async def start(self) -> None:
@@ -173,6 +177,7 @@ class NetworkAgent:
             "devices": sum(1 for wired in self.reported.values() if wired),
             "tunneling_ip": self.tunnel_ip,
             "tunnel_types": ["vxlan"] if self.features.vxlan else [],
+            "guest_hosts": sorted(self.guest_hosts - {self.host}),
         }
 
     # Reconciling ------------------------------------------------------------------------
@@ -233,10 +238,13 @@ class NetworkAgent:
         mappings = self.settings.network.physical_interfaces
         host_links = set()
         # Every agent builds every network, so a vxlan network floods to all other hosts.
-        peers = sorted(
-            {ip for host, ip in state.get("tunnel_endpoints", {}).items() if host != self.host}
-            - {self.tunnel_ip}
-        )
+        endpoints = state.get("tunnel_endpoints", {})
+        found = {ip for host, ip in endpoints.items() if host != self.host} - {self.tunnel_ip}
+        if not state.get("tunnel_endpoints_complete", True):
+            # The service (just restarted) has not heard from every agent: drop no peer yet.
+            found |= self._peers
+        self._peers = found
+        peers = sorted(found)
         for network in networks.values():
             bridge = bridges.bridge_name(network["id"])
             physical = None
@@ -291,7 +299,7 @@ class NetworkAgent:
             await routers.ensure(router, legs, networks)
             self._applied(f"router:{router['id']}", inputs)
         # Guests' ports are filtered on the host they are bound to (where their tap appears).
-        here = [p for p in ports if p["binding_host_id"] == self.host]
+        here = [p for p in ports if p["binding_host_id"] in self.guest_hosts]
         ruleset = await asyncio.to_thread(
             firewall.ruleset, here, state["security_groups"], self.tag
         )
@@ -367,7 +375,7 @@ class NetworkAgent:
         down: list[str] = []
         for port in self.ports.values():
             ours = port["device_owner"].startswith("network:") or (
-                port["binding_host_id"] == self.host
+                port["binding_host_id"] in self.guest_hosts
             )
             wired = masters.get(bridges.tap_name(port["id"])) == bridges.bridge_name(
                 port["network_id"]

@@ -78,8 +78,12 @@ class NetworkService:
         await self.agents.record(self.host, AGENT_BINARY, topic="network.agent")
 
     async def agent_hosts(self) -> set[str]:
-        """Hosts with a network agent (alive or not: a restarting agent still wires its host)."""
-        return {record.host for record in await self.agents.list(binary=AGENT_BINARY)}
+        """Hosts with a network agent (alive or not: a restarting agent still wires its host),
+        and the other compute hosts whose guests an agent says it wires."""
+        hosts = {record.host for record in await self.agents.list(binary=AGENT_BINARY)}
+        for configurations in self.agent_configurations.values():
+            hosts.update(configurations.get("guest_hosts") or [])
+        return hosts
 
     async def record_agent(self, host: str, configurations: dict[str, Any]) -> None:
         """A heartbeat of ``host``'s agent."""
