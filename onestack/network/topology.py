@@ -127,6 +127,10 @@ async def desired_state(service: NetworkService) -> dict[str, Any]:
         rules = await _rows(session, SecurityGroupRule)
         routers = await _rows(session, Router)
         floating = await _rows(session, FloatingIP)
+    from onestack.network.service import AGENT_BINARY
+
+    agents = await service.agents.list(binary=AGENT_BINARY)
+    heard = service.agent_configurations
     cidr_of = {s.id: s.cidr for s in subnets}
     fixed: dict[str, list[dict[str, str]]] = {}
     for allocation in allocations:
@@ -189,12 +193,14 @@ async def desired_state(service: NetworkService) -> dict[str, Any]:
             }
             for p in ports
         ],
-        # Each agent's VXLAN endpoint, from its heartbeat (see ``NetworkAgent.configurations``).
+        # Each agent's VXLAN endpoint, from its heartbeat (see ``NetworkAgent.configurations``);
+        # incomplete while a live agent has not reported since this service started.
         "tunnel_endpoints": {
-            host: str(config["tunneling_ip"])
-            for host, config in service.agent_configurations.items()
-            if config.get("tunneling_ip")
+            a.host: str(heard[a.host]["tunneling_ip"])
+            for a in agents
+            if heard.get(a.host, {}).get("tunneling_ip")
         },
+        "tunnel_endpoints_complete": all(a.host in heard for a in agents if a.up),
         "security_groups": {
             g.id: {
                 "rules": [

@@ -1,11 +1,13 @@
 """vxlan networks in the API: a VNI from the configured range when none is given, a taken
 VNI refused, the MTU 50 below the physical one, and the agents told each other's tunnel
-endpoints (from their heartbeats) in the state they fetch."""
+endpoints (from their heartbeats) in the state they fetch, marked incomplete while a live
+agent has not reported since the service started."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from onestack.network.service import AGENT_BINARY
 from onestack.network.topology import NetworkReports, desired_state
 from tests.conftest import CloudClient
 
@@ -49,7 +51,16 @@ async def test_vni_allocation_and_mtu(cloud: CloudClient) -> None:
     await reports.agent_heartbeat("h1", {"driver": "linuxbridge", "tunneling_ip": "192.0.2.1"})
     await reports.agent_heartbeat("h2", {"driver": "linuxbridge", "tunneling_ip": "192.0.2.2"})
     await reports.agent_heartbeat("h3", {"driver": "linuxbridge"})
+    await reports.agent_heartbeat(service.host, {"driver": "noop"})  # the noop stand-in
     state = await desired_state(service)
     assert state["tunnel_endpoints"] == {"h1": "192.0.2.1", "h2": "192.0.2.2"}
+    assert state["tunnel_endpoints_complete"] is True
+    # An agent alive in the registry the service has not heard from since it started.
+    await service.agents.record("h4", AGENT_BINARY)
+    assert (await desired_state(service))["tunnel_endpoints_complete"] is False
+    await reports.agent_heartbeat("h4", {"driver": "linuxbridge", "tunneling_ip": "192.0.2.4"})
+    state = await desired_state(service)
+    assert state["tunnel_endpoints_complete"] is True
+    assert state["tunnel_endpoints"]["h4"] == "192.0.2.4"
     [shown] = [n for n in state["networks"] if n["id"] == first["id"]]
     assert (shown["network_type"], shown["segmentation_id"], shown["mtu"]) == ("vxlan", 7, 1450)
