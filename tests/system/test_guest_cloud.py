@@ -360,7 +360,7 @@ def test_reboot_pause_suspend_show_in_power_state_and_console(
 
     cloud.openstack("server", "suspend", "vm1")
     _status(cloud, "vm1", "SUSPENDED", "Suspended")
-    qemus = subprocess.run(["pgrep", "-f", f"-uuid {uuid}"], capture_output=True, text=True)
+    qemus = subprocess.run(["pgrep", "-f", "--", f"-uuid {uuid}"], capture_output=True, text=True)
     assert not qemus.stdout.strip(), "a suspended guest keeps its QEMU process"
     cloud.openstack("server", "resume", "vm1")
     _status(cloud, "vm1", "ACTIVE", "Running")
