@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from starlette.applications import Starlette
-from starlette.requests import Request
 from starlette.routing import BaseRoute, Mount
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from onestack.compute.api import (
     aggregates,
@@ -31,6 +30,7 @@ from onestack.compute.api.common import MICROVERSIONS
 from onestack.compute.service import ComputeService
 from onestack.core.asgi.app import service_app
 from onestack.core.asgi.errors import nova_error
+from onestack.core.asgi.microversion import MicroversionMiddleware
 from onestack.core.asgi.routing import route_path
 from onestack.core.auth.middleware import TokenMiddleware, TokenValidator
 
@@ -76,6 +76,7 @@ class NovaRequests:
 
     def __init__(self, app: ASGIApp, collections: set[str]):
         self.app = app
+        self.versioned = MicroversionMiddleware(app, MICROVERSIONS)
         self.collections = collections
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -88,22 +89,8 @@ class NovaRequests:
             stripped = "/".join(parts[:2] + parts[3:])
             prefix = scope["path"][: len(scope["path"]) - len(path)]
             scope = {**scope, "path": prefix + stripped, "raw_path": (prefix + stripped).encode()}
-        if not path.startswith("/v2.1/") or path == "/v2.1/":
-            await self.app(scope, receive, send)
-            return
-        chosen = MICROVERSIONS.negotiate(Request(scope))
-        scope.setdefault("state", {})["microversion"] = chosen
-        headers = [
-            (k.lower().encode(), v.encode())
-            for k, v in MICROVERSIONS.response_headers(chosen).items()
-        ]
-
-        async def send_with_version(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), *headers]}
-            await send(message)
-
-        await self.app(scope, receive, send_with_version)
+        versioned = path.startswith("/v2.1/") and path != "/v2.1/"
+        await (self.versioned if versioned else self.app)(scope, receive, send)
 
 
 def guest_routes(service: ComputeService) -> list[BaseRoute]:

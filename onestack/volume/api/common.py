@@ -37,7 +37,7 @@ def caller(request: Request) -> RequestContext:
 
 def version(request: Request) -> Version:
     """The microversion the request negotiated (3.0 when it asked for none)."""
-    found = request.scope.get("state", {}).get("volume_version")
+    found = request.scope.get("state", {}).get("microversion")
     return found if isinstance(found, Version) else Version(3, 0)
 
 
