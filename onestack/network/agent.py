@@ -29,7 +29,14 @@ from onestack.core.bus.base import Bus, Consumer
 from onestack.core.client import ServiceClient
 from onestack.core.config import Settings
 from onestack.core.heartbeat import PeriodicTask
-from onestack.network.drivers.linuxbridge import bridges, commands, dhcp, firewall, routers
+from onestack.network.drivers.linuxbridge import (
+    bridges,
+    commands,
+    conntrack,
+    dhcp,
+    firewall,
+    routers,
+)
 from onestack.network.drivers.linuxbridge.features import detect
 from onestack.network.drivers.linuxbridge.metadata import MetadataProxy
 from onestack.network.topology import AGENTS, DHCP_OWNER, REPORTS, agent_topic
@@ -72,6 +79,7 @@ class NetworkAgent:
         self.features = detect()
         self.tunnel_ip = settings.network.tunnel_ip or default_tunnel_ip(settings.bus_url)
         self.dhcp_root = settings.data_dir / "network" / "dhcp"
+        self.router_root = settings.data_dir / "network" / "routers"
         # Names this deployment built on the host (several clouds may share one host:
         # only our own leftovers are ours to remove), and the tag of our nft tables.
         self.owned_file = settings.data_dir / "network" / "owned.json"
@@ -94,8 +102,17 @@ class NetworkAgent:
         self._upstream: str | None = None
         # What each part of the data plane was last built from (see ``apply``).
         self._fingerprints: dict[str, str] = {}
-        # The other hosts' tunnel endpoints of the latest state.
-        self._peers: set[str] = set()
+        # The agents' tunnel endpoints and each vxlan network's flood list, of the latest state.
+        self._endpoints: dict[str, str] = {}
+        self._flood: dict[str, list[str]] = {}
+        # What the security groups allowed each port here when last loaded (kept across
+        # restarts, so that rules removed meanwhile still cut their flows).
+        self.allowances_file = settings.data_dir / "network" / "allowances.json"
+        self._allowances = conntrack.Allowances.load(self.allowances_file)
+        # Names recorded in ``owned_file`` (see ``_claim``).
+        self._claimed: set[str] = set()
+        # The floating IPs each router here holds.
+        self._held: dict[str, set[str]] = {}
         self._full_pass = time.monotonic()
 
     async def start(self) -> None:
@@ -237,14 +254,12 @@ class NetworkAgent:
             by_network.setdefault(port["network_id"], []).append(port)
         mappings = self.settings.network.physical_interfaces
         host_links = set()
-        # Every agent builds every network, so a vxlan network floods to all other hosts.
         endpoints = state.get("tunnel_endpoints", {})
-        found = {ip for host, ip in endpoints.items() if host != self.host} - {self.tunnel_ip}
-        if not state.get("tunnel_endpoints_complete", True):
+        complete = state.get("tunnel_endpoints_complete", True)
+        if not complete:
             # The service (just restarted) has not heard from every agent: drop no peer yet.
-            found |= self._peers
-        self._peers = found
-        peers = sorted(found)
+            endpoints = {**self._endpoints, **endpoints}
+        self._endpoints = endpoints
         for network in networks.values():
             bridge = bridges.bridge_name(network["id"])
             physical = None
@@ -252,13 +267,18 @@ class NetworkAgent:
                 physical = mappings.get(network.get("physical_network") or "")
             vni = _vni(network) if self.features.vxlan else None
             inputs: Any = (network["mtu"], network["external"], _gateways(network), physical)
+            links = {bridge}
             if vni is not None:
-                host_links.add(bridges.vxlan_name(vni))
+                links.add(bridges.vxlan_name(vni))
+                hosts = set(state.get("guest_agents", {}).get(network["id"], []))
+                peers = self._flood_peers(network["id"], hosts, endpoints, complete)
                 inputs = (*inputs, vni, self.tunnel_ip, peers)
             if not physical and network["external"]:
-                host_links.add(bridges.uplink_names(network["id"])[0])
+                links.add(bridges.uplink_names(network["id"])[0])
+            host_links |= links
             if self._unchanged(f"bridge:{network['id']}", inputs):
                 continue
+            self._claim(links)
             await bridges.ensure_bridge(bridge, network["mtu"])
             if physical:
                 await bridges.enslave(physical, bridge, network["mtu"])
@@ -270,6 +290,7 @@ class NetworkAgent:
                 device = await bridges.ensure_vxlan(vni, self.tunnel_ip, bridge, network["mtu"])
                 await bridges.set_flood_peers(device, peers)
             self._applied(f"bridge:{network['id']}", inputs)
+        self._flood = {ident: peers for ident, peers in self._flood.items() if ident in networks}
         wanted_dhcp = set()
         for network_id, members in by_network.items():
             network = networks.get(network_id)
@@ -280,6 +301,7 @@ class NetworkAgent:
             inputs = (network, [(p["id"], p["mac_address"], p["fixed_ips"]) for p in members])
             if self._unchanged(f"dhcp:{network_id}", inputs):
                 continue
+            self._claim({dhcp.namespace(network_id)})
             await dhcp.DhcpServer(self.dhcp_root, network_id).ensure(network, dhcp_port, members)
             await self.metadata.serve(network_id, dhcp.namespace(network_id), dhcp.METADATA_ADDRESS)
             self._applied(f"dhcp:{network_id}", inputs)
@@ -293,19 +315,31 @@ class NetworkAgent:
                 ROUTER_OWNERS
             ]  # fmt: skip
             wanted_routers.add(routers.namespace(router["id"]))
+            router = self.hosted(router)
             inputs = (router, legs, [networks.get(p["network_id"]) for p in legs])
             if self._unchanged(f"router:{router['id']}", inputs):
                 continue
-            await routers.ensure(router, legs, networks)
+            self._claim({routers.namespace(router["id"])})
+            await routers.ensure(router, legs, networks, self.router_root)
+            held = {f["floating_ip_address"] for f in router["floating_ips"]}
+            gone = self._held.get(router["id"], set()) - held
+            await conntrack.forget_floating(gone, routers.namespace(router["id"]))
+            self._held[router["id"]] = held
             self._applied(f"router:{router['id']}", inputs)
         # Guests' ports are filtered on the host they are bound to (where their tap appears).
         here = [p for p in ports if p["binding_host_id"] in self.guest_hosts]
         ruleset = await asyncio.to_thread(
             firewall.ruleset, here, state["security_groups"], self.tag
         )
+        allowed = conntrack.allowances(here, state["security_groups"])
         if not self._unchanged("firewall", ruleset):
             await commands.nft(ruleset)
             self._applied("firewall", ruleset)
+            # Connections the narrowed rules no longer allow stop now, not when they end.
+            await conntrack.forget(conntrack.narrowed(self._allowances, allowed))
+        if allowed != self._allowances:
+            self._allowances = allowed
+            await asyncio.to_thread(allowed.save, self.allowances_file)
         overlay = firewall.overlay_ruleset(
             [
                 p["mac_address"]
@@ -318,20 +352,57 @@ class NetworkAgent:
         if not self._unchanged("overlay", overlay):
             await commands.nft(overlay)
             self._applied("overlay", overlay)
-        wanted = wanted_dhcp | wanted_routers | {bridges.bridge_name(n) for n in networks}
-        wanted |= host_links
+        wanted = wanted_dhcp | wanted_routers | host_links
         if self._unchanged("names", sorted(wanted)):
             return
         owned = self._owned() | wanted
         self._save_owned(owned)
         await self._remove_leftovers(owned - wanted)
         self._save_owned(wanted)
+        self._claimed = wanted
         alive = set(networks) | {r["id"] for r in state["routers"]}
+        self._held = {ident: held for ident, held in self._held.items() if ident in alive}
         for key in list(self._fingerprints):
             ident = key.partition(":")[2]
             if ident and ident not in alive:
                 del self._fingerprints[key]
         self._applied("names", sorted(wanted))
+
+    def _flood_peers(
+        self, network_id: str, hosts: set[str], endpoints: dict[str, str], complete: bool
+    ) -> list[str]:
+        """Where a vxlan network's broadcasts and unknown unicasts go from here.
+
+        As Neutron's l2population: only to the endpoints of the other agents with guests
+        on the network, and nowhere while this host has none (the network's own ports,
+        alike on every host, stay off the tunnels).
+        """
+        found = set()
+        if self.host in hosts:
+            found = {endpoints[h] for h in hosts - {self.host} if h in endpoints}
+        if not complete:
+            found |= set(self._flood.get(network_id, []))
+        peers = sorted(found - {self.tunnel_ip})
+        self._flood[network_id] = peers
+        return peers
+
+    def hosted(self, router: dict[str, Any]) -> dict[str, Any]:
+        """``router`` as this host builds it: with the floating IPs of its own guests.
+
+        Floating IPs are distributed (as Neutron's DVR): each is held, answered and
+        translated only on the host its port is bound to, so its traffic enters and
+        leaves there; one whose port no agent wires is held on every host.
+        """
+        local = [f for f in router["floating_ips"] if f.get("host", "") in {"", *self.guest_hosts}]
+        return {**router, "floating_ips": local}
+
+    def _claim(self, names: set[str]) -> None:
+        """Record ``names`` as ours before building them: an agent stopped halfway through
+        still knows, once restarted, to remove them when they are no longer wanted."""
+        if names <= self._claimed:
+            return
+        self._claimed |= self._owned() | names
+        self._save_owned(self._claimed)
 
     def _owned(self) -> set[str]:
         try:
@@ -353,7 +424,7 @@ class NetworkAgent:
                 await self.metadata.forget(network_id)
                 await dhcp.DhcpServer(self.dhcp_root, network_id).remove()
             elif name.startswith(routers.NAMESPACE_PREFIX) and name in namespaces:
-                await routers.remove(name.removeprefix(routers.NAMESPACE_PREFIX))
+                await routers.remove(name.removeprefix(routers.NAMESPACE_PREFIX), self.router_root)
             elif name in links:
                 await commands.delete_link(name)
 

@@ -19,6 +19,8 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # Choose among the first few free addresses: concurrent requests rarely pick the same one.
 SPREAD = 16
+# IPv6 address modes whose hosts make their addresses from their MACs (EUI-64).
+AUTO_ADDRESS_MODES = ("slaac", "dhcpv6-stateless")
 
 
 class IpAddressGenerationFailure(APIError):
@@ -112,6 +114,25 @@ def check_pools(
     return [{"start": str(make(a)), "end": str(make(b))} for a, b in spans]
 
 
+def auto_address(subnet_mode: str | None) -> bool:
+    """Whether a subnet's addresses are made from the MAC (SLAAC or DHCPv6 stateless)."""
+    return subnet_mode in AUTO_ADDRESS_MODES
+
+
+def link_local(mac: str) -> str:
+    """The IPv6 link-local address a host derives from ``mac`` (modified EUI-64)."""
+    return eui64("fe80::/64", mac)
+
+
+def eui64(cidr: str, mac: str) -> str:
+    """The address ``mac`` gives itself by SLAAC in the /64 ``cidr`` (RFC 4291 appendix A)."""
+    octets = bytearray(int(part, 16) for part in mac.split(":"))
+    octets[0] ^= 0x02  # the universal/local bit is inverted in the interface identifier
+    interface_id = int.from_bytes(octets[:3] + b"\xff\xfe" + octets[3:], "big")
+    prefix = ipaddress.IPv6Network(cidr)
+    return str(prefix.network_address + interface_id)
+
+
 def free_addresses(pools: list[dict[str, str]], used: set[str]) -> Iterator[str]:
     """Addresses of the pools not in ``used``, in order."""
     for pool in pools:
@@ -133,3 +154,60 @@ def pick_address(pools: list[dict[str, str]], used: set[str]) -> str | None:
         if len(choices) >= SPREAD:
             break
     return random.choice(choices) if choices else None
+
+
+class SubnetAllocationError(APIError):
+    """Neutron's 409 when a pool cannot give the requested prefix."""
+
+    status = 409
+
+    def __init__(self, reason: str, type: str = "SubnetAllocationError"):
+        super().__init__(f"Failed to allocate subnet: {reason}.", type=type)
+
+
+def parse_prefixes(prefixes: Any) -> list[IPNetwork]:
+    """A pool's prefixes: a non-empty list of CIDRs of one IP version, merged where adjacent."""
+    if not isinstance(prefixes, list) or not prefixes:
+        raise BadRequest("Invalid input for prefixes: a non-empty list of CIDRs is expected.")
+    networks = []
+    for prefix in prefixes:
+        try:
+            networks.append(ipaddress.ip_network(str(prefix), strict=False))
+        except ValueError:
+            raise BadRequest(
+                f"Invalid input for prefixes. Reason: '{prefix}' is not a valid IP subnet."
+            ) from None
+    if len({network.version for network in networks}) > 1:
+        raise BadRequest(
+            "Illegal subnetpool prefixes: mixing IP versions is not allowed.",
+            type="PrefixVersionMismatch",
+        )
+    return list(ipaddress.collapse_addresses(networks))  # type: ignore[type-var]
+
+
+def check_in_pool(network: IPNetwork, prefixes: list[str]) -> None:
+    """400 unless ``network`` lies inside one of a pool's ``prefixes``."""
+    if not any(network.subnet_of(ipaddress.ip_network(p)) for p in prefixes):  # type: ignore[arg-type]
+        raise BadRequest(
+            f"Cidr {network} is not within the subnet pool's prefixes {', '.join(prefixes)}.",
+            type="InvalidInput",
+        )
+
+
+def first_free_prefix(prefixes: list[str], prefixlen: int, used: list[str]) -> IPNetwork | None:
+    """The lowest prefix of length ``prefixlen`` in ``prefixes`` overlapping none of ``used``."""
+    taken = [ipaddress.ip_network(cidr) for cidr in used]
+    for prefix in sorted(ipaddress.ip_network(p) for p in prefixes):
+        if prefixlen < prefix.prefixlen:
+            continue
+        size = 1 << (prefix.max_prefixlen - prefixlen)
+        start, end = int(prefix.network_address), int(prefix.broadcast_address)
+        while start + size - 1 <= end:
+            candidate = ipaddress.ip_network((start, prefixlen))
+            clashes = [t for t in taken if t.version == prefix.version and t.overlaps(candidate)]
+            if not clashes:
+                return candidate
+            # Jump past the clashing prefixes, to the next boundary of the requested size.
+            after = max(int(t.broadcast_address) for t in clashes) + 1
+            start = -(-after // size) * size
+    return None

@@ -1,4 +1,5 @@
-"""Network tables: networks, subnets with allocation pools, ports and their addresses."""
+"""Network tables: networks, subnets with allocation pools, subnet pools, ports and their
+addresses."""
 
 from __future__ import annotations
 
@@ -6,7 +7,16 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, MetaData, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from onestack.core.db import UTCDateTime, utcnow
@@ -56,6 +66,8 @@ class Network(Stamped, Base):
     physical_network: Mapped[str | None] = mapped_column(String(64))
     segmentation_id: Mapped[int | None] = mapped_column(Integer)
     availability_zone_hints: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # One network per segment of a type (NULLs, the untyped segments, never collide).
+    __table_args__ = (Index("uq_network_segment", "network_type", "segmentation_id", unique=True),)
 
 
 class Subnet(Stamped, Base):
@@ -73,6 +85,26 @@ class Subnet(Stamped, Base):
     host_routes: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
     ipv6_ra_mode: Mapped[str | None] = mapped_column(String(16))
     ipv6_address_mode: Mapped[str | None] = mapped_column(String(16))
+    subnetpool_id: Mapped[str | None] = mapped_column(ID, index=True)
+
+
+class SubnetPool(Stamped, Base):
+    """Prefixes that subnets are carved from on request (Neutron's subnetpools)."""
+
+    __tablename__ = "subnetpool"
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_uuid)
+    ip_version: Mapped[int] = mapped_column(Integer)
+    prefixes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    default_prefixlen: Mapped[int] = mapped_column(Integer)
+    min_prefixlen: Mapped[int] = mapped_column(Integer)
+    max_prefixlen: Mapped[int] = mapped_column(Integer)
+    shared: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    default_quota: Mapped[int | None] = mapped_column(Integer)
+    address_scope_id: Mapped[str | None] = mapped_column(ID)
+    # Rewritten by every allocation from the pool: the write locks the row, so allocations
+    # from one pool run one at a time and never hand out overlapping prefixes.
+    hash: Mapped[str] = mapped_column(String(36), default=new_uuid)
 
 
 class Port(Stamped, Base):

@@ -28,9 +28,12 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 AGENT_BINARY = "onestack-network-agent"
 HEARTBEAT = 10.0
+# What of an agent's heartbeat decides where the data plane puts things.
+PLACEMENT_KEYS = ("tunneling_ip", "guest_hosts")
 QUOTA_DEFAULTS = {
     "network": 100,
     "subnet": 100,
+    "subnetpool": -1,
     "port": 500,
     "router": 10,
     "floatingip": 50,
@@ -87,10 +90,11 @@ class NetworkService:
 
     async def record_agent(self, host: str, configurations: dict[str, Any]) -> None:
         """A heartbeat of ``host``'s agent."""
-        before = self.agent_configurations.get(host, {}).get("tunneling_ip")
+        before = self.agent_configurations.get(host, {})
         self.agent_configurations[host] = configurations
-        if configurations.get("tunneling_ip") != before:
-            # A new or moved tunnel endpoint: every agent's VXLAN peers change.
+        if any(configurations.get(key) != before.get(key) for key in PLACEMENT_KEYS):
+            # A new or moved tunnel endpoint, or guests wired elsewhere: every agent's VXLAN
+            # peers and floating IPs may change.
             self.changed()
         await self.agents.record(host, AGENT_BINARY, topic=f"network-agent.{host}")
 

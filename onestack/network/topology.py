@@ -61,7 +61,7 @@ async def ensure_dhcp_ports(service: NetworkService) -> None:
         }
     wanted: dict[str, list[Subnet]] = {}
     for subnet in subnets:
-        if subnet.enable_dhcp and subnet.ip_version == 4:
+        if subnet.enable_dhcp:
             wanted.setdefault(subnet.network_id, []).append(subnet)
     by_network = {p.network_id: p for p in ports}
     for unneeded in ports:
@@ -141,6 +141,16 @@ async def desired_state(service: NetworkService) -> dict[str, Any]:
                 "cidr": cidr_of.get(allocation.subnet_id, ""),
             }
         )
+    serving = serving_agents(agents, heard)
+    # Per network, the agents with guests on it (the hosts its VXLAN floods to), and the
+    # binding host of each guest's port that some agent wires.
+    guest_agents: dict[str, set[str]] = {}
+    wired_host: dict[str, str] = {}
+    for port in ports:
+        agent = serving.get(port.binding_host_id)
+        if agent and not port.device_owner.startswith("network:"):
+            guest_agents.setdefault(port.network_id, set()).add(agent)
+            wired_host[port.id] = port.binding_host_id
     members: dict[str, list[str]] = {}
     for port in ports:
         for group_id in port.security_groups or []:
@@ -168,6 +178,8 @@ async def desired_state(service: NetworkService) -> dict[str, Any]:
                         "enable_dhcp": s.enable_dhcp,
                         "dns_nameservers": list(s.dns_nameservers or []),
                         "host_routes": list(s.host_routes or []),
+                        "ipv6_ra_mode": s.ipv6_ra_mode,
+                        "ipv6_address_mode": s.ipv6_address_mode,
                     }
                     for s in subnets
                     if s.network_id == n.id
@@ -193,6 +205,8 @@ async def desired_state(service: NetworkService) -> dict[str, Any]:
             }
             for p in ports
         ],
+        # Per network, the agents wiring guests' ports on it: where its VXLAN floods.
+        "guest_agents": {ident: sorted(hosts) for ident, hosts in guest_agents.items()},
         # Each agent's VXLAN endpoint, from its heartbeat (see ``NetworkAgent.configurations``);
         # incomplete while a live agent has not reported since this service started.
         "tunnel_endpoints": {
@@ -232,6 +246,10 @@ async def desired_state(service: NetworkService) -> dict[str, Any]:
                     {
                         "floating_ip_address": f.floating_ip_address,
                         "fixed_ip_address": f.fixed_ip_address,
+                        # The port's binding host: floating IPs are distributed, only the
+                        # router of the agent wiring that host holds the address. "" when
+                        # no agent wires it: then every router holds it.
+                        "host": wired_host.get(f.port_id or "", ""),
                     }
                     for f in floating
                     if f.router_id == r.id and f.fixed_ip_address
@@ -240,6 +258,17 @@ async def desired_state(service: NetworkService) -> dict[str, Any]:
             for r in routers
         ],
     }
+
+
+def serving_agents(agents: list[Any], heard: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Which agent wires the guests of each binding host: an agent its own host, and the
+    other compute hosts it said it serves (``guest_hosts`` in its heartbeat)."""
+    serving: dict[str, str] = {}
+    for agent in agents:
+        for guest_host in heard.get(agent.host, {}).get("guest_hosts") or []:
+            serving.setdefault(guest_host, agent.host)
+    serving.update({agent.host: agent.host for agent in agents})
+    return serving
 
 
 async def _rows(session: AsyncSession, model: Any) -> list[Any]:

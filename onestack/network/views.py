@@ -5,14 +5,16 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from onestack.network.models import Network, Port, Router, SecurityGroup, Subnet
+from onestack.network.models import Network, Port, Router, SecurityGroup, Subnet, SubnetPool
 
 
 def iso_time(value: dt.datetime | None) -> str | None:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
 
 
-def timestamps(row: Network | Subnet | Port | SecurityGroup | Router) -> dict[str, Any]:
+def timestamps(
+    row: Network | Subnet | SubnetPool | Port | SecurityGroup | Router,
+) -> dict[str, Any]:
     """The standard attributes every resource carries."""
     return {
         "id": row.id,
@@ -63,9 +65,24 @@ def subnet_view(row: Subnet) -> dict[str, Any]:
         "host_routes": list(row.host_routes or []),
         "ipv6_ra_mode": row.ipv6_ra_mode,
         "ipv6_address_mode": row.ipv6_address_mode,
-        "subnetpool_id": None,
+        "subnetpool_id": row.subnetpool_id,
         "segment_id": None,
         "service_types": [],
+    }
+
+
+def subnetpool_view(row: SubnetPool) -> dict[str, Any]:
+    return {
+        **timestamps(row),
+        "ip_version": row.ip_version,
+        "prefixes": list(row.prefixes),
+        "default_prefixlen": row.default_prefixlen,
+        "min_prefixlen": row.min_prefixlen,
+        "max_prefixlen": row.max_prefixlen,
+        "shared": row.shared,
+        "is_default": row.is_default,
+        "default_quota": row.default_quota,
+        "address_scope_id": row.address_scope_id,
     }
 
 

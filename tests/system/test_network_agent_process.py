@@ -4,7 +4,6 @@ DHCP namespace, and after a restart removes what was deleted while it was down."
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -15,12 +14,10 @@ import pytest
 
 from tests.acceptance.conftest import ADMIN_PASSWORD, Process, free_port, issue_token
 from tests.backends import isolated_amqp_url
-from tests.system.test_network_dataplane import _missing
+from tests.system.requirements import require
+from tests.system.test_network_dataplane import TOOLS
 
-if _missing():
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"the network agent test needs {', '.join(_missing())}")
-    pytest.skip(f"needs {', '.join(_missing())}", allow_module_level=True)
+require(*TOOLS, what="the network agent test")
 
 
 def wait(what: str, check: Callable[[], bool], timeout: float = 30) -> None:

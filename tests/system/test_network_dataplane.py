@@ -11,9 +11,7 @@ restart. Needs root, ip, nft, dnsmasq and busybox (under CI=true: fails, never s
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import shutil
 import subprocess
 import time
 import uuid
@@ -31,6 +29,7 @@ from onestack.network.drivers.linuxbridge import bridges
 from onestack.network.drivers.linuxbridge.metadata import sign
 from onestack.network.vif import plug, unplug
 from tests.conftest import ADMIN_PASSWORD, CloudClient, make_settings
+from tests.system.requirements import require
 
 TOOLS = ("ip", "nft", "dnsmasq", "busybox", "ping", "curl")
 EXTERNAL = "172.31.250"
@@ -52,21 +51,21 @@ esac
 """
 
 
-def _missing() -> list[str]:
-    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
-    if os.geteuid() != 0:
-        missing.append("root")
-    return missing
-
-
-if _missing():
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"the data-plane system test needs {', '.join(_missing())}")
-    pytest.skip(f"needs {', '.join(_missing())}", allow_module_level=True)
+require(*TOOLS, what="the data-plane system test")
 
 
 def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=60)
+
+
+def wait(what: str, check: Callable[[], bool], timeout: float = 30) -> None:
+    """Poll ``check`` until it holds; fail saying ``what`` did not happen."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    pytest.fail(f"timed out waiting for {what}")
 
 
 def in_guest(guest: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -4,7 +4,8 @@ Two "host" network namespaces joined by a veth pair (192.0.2.1/24, 192.0.2.2/24)
 run ``onestack agent network`` (``ip netns exec``) over RabbitMQ, beside a cloud whose API
 process runs no agent; a thread forwards each host's 127.0.0.1:5672 to the broker. Each
 host gets a "guest" namespace plugged into a port bound to it; the guests ping each other
-across the tunnel, and deleting the network removes the VXLAN devices on both hosts.
+across the tunnel (each host floods the network only to hosts with guests on it), and
+deleting the network removes the VXLAN devices on both hosts.
 Needs root, ip, nft, dnsmasq, ping and a kernel with VXLAN (under CI=true: fails).
 """
 
@@ -32,29 +33,14 @@ from onestack.network.drivers.linuxbridge import firewall
 from onestack.network.drivers.linuxbridge.features import detect
 from tests.acceptance.conftest import ADMIN_PASSWORD, BIN, Process, free_port, issue_token
 from tests.backends import isolated_amqp_url
-from tests.system.test_network_dataplane import _missing
+from tests.system.requirements import require
+from tests.system.test_network_dataplane import TOOLS, sh, wait
 
 CLONE_NEWNET = 0x40000000
 HOSTS = {"vx-host-1": "192.0.2.1", "vx-host-2": "192.0.2.2"}
 
-if _missing() or not detect().vxlan:
-    missing = [*_missing(), *([] if _missing() else ["VXLAN in the kernel"])]
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"the vxlan test needs {', '.join(missing)}")
-    pytest.skip(f"needs {', '.join(missing)}", allow_module_level=True)
-
-
-def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=60)
-
-
-def wait(what: str, check: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.3)
-    pytest.fail(f"timed out waiting for {what}")
+require(*TOOLS, what="the vxlan test")
+require(what="the vxlan test", lacking=[] if detect().vxlan else ["VXLAN in the kernel"])
 
 
 def links(netns: str) -> dict[str, dict[str, Any]]:
@@ -215,11 +201,9 @@ def test_guests_on_two_hosts_ping_across_the_tunnel(tmp_path: Path, world: dict[
         device = f"vxlan-{vni}"
         bridge = f"brq{network['id'][:11]}"
         for host, address in HOSTS.items():
-            peer = next(a for h, a in HOSTS.items() if h != host)
-            wait(
-                f"{device} on {host}, flooding to {peer}",
-                lambda host=host, peer=peer: flood_list(world[host], device) == {peer},
-            )
+            # No guest on the network yet: it floods nowhere (l2population).
+            wait(f"{device} on {host}", lambda host=host: device in links(world[host]))
+            assert flood_list(world[host], device) == set()
             link = links(world[host])[device]
             assert link["master"] == bridge and link["mtu"] == mtu
             info = link["linkinfo"]["info_data"]
@@ -253,6 +237,12 @@ def test_guests_on_two_hosts_ping_across_the_tunnel(tmp_path: Path, world: dict[
                     http.get(f"/ports/{ident}").json()["port"]["status"] == "ACTIVE"
                 ),
             )
+        for host in HOSTS:
+            peer = next(a for h, a in HOSTS.items() if h != host)
+            wait(
+                f"{host} flooding to {peer}, where the other guest is",
+                lambda host=host, peer=peer: flood_list(world[host], device) == {peer},
+            )
         (one, one_ip), (two, two_ip) = guests.items()
         ping = ("ping", "-c", "1", "-W", "1")
         wait("guest 1 pings guest 2", lambda: sh("ip", "netns", "exec", one, *ping, two_ip,
@@ -267,6 +257,9 @@ def test_guests_on_two_hosts_ping_across_the_tunnel(tmp_path: Path, world: dict[
         for listed in http.get("/ports", params={"network_id": network["id"]}).json()["ports"]:
             if listed["device_owner"].startswith("compute:"):
                 assert http.delete(f"/ports/{listed['id']}").status_code == 204
+        for host in HOSTS:
+            wait(f"{host} flooding nowhere without guests",
+                 lambda host=host: flood_list(world[host], device) == set())  # fmt: skip
         assert http.delete(f"/networks/{network['id']}").status_code == 204
         for host in HOSTS:
             wait(

@@ -11,7 +11,7 @@ from onestack.core.asgi.errors import BadRequest, Conflict
 from onestack.core.asgi.request import json_body
 from onestack.core.asgi.routing import RouteTable
 from onestack.core.heartbeat import ServiceRecord
-from onestack.network.api.common import body_of, enforce, not_found, service
+from onestack.network.api.common import body_of, enforce, is_admin, not_found, service
 from onestack.network.views import iso_time
 
 routes = RouteTable()
@@ -53,6 +53,9 @@ async def _record(request: Request) -> ServiceRecord:
 
 @routes.get("/v2.0/agents")
 async def list_agents(request: Request) -> Response:
+    if not is_admin(request):
+        # Neutron filters what a project may not see: an empty list, not a 403.
+        return JSONResponse({"agents": []})
     enforce(request, "agents")
     q = request.query_params
     records = await service(request).agents.list(host=q.get("host"))

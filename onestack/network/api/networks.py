@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 
 from onestack.core.asgi.errors import APIError, BadRequest, Conflict, Forbidden
 from onestack.core.asgi.request import json_body
 from onestack.core.asgi.routing import RouteTable
+from onestack.core.db import is_deadlock
+from onestack.network.api.bulk import bulk_create, is_bulk
 from onestack.network.api.common import (
     body_of,
     caller,
@@ -23,8 +27,10 @@ from onestack.network.api.common import (
     scoped,
     service,
 )
-from onestack.network.models import Network, Port, Subnet
+from onestack.network.models import FloatingIP, IPAllocation, Network, Port, Subnet
 from onestack.network.views import network_view
+
+FLOATING_IP_OWNER = "network:floatingip"
 
 routes = RouteTable()
 
@@ -53,6 +59,8 @@ SEGMENT_RANGES = {"vlan": (1, 4094), "vxlan": (1, 16777215), "geneve": (1, 16777
 # The physical network's MTU, and what VXLAN's headers (outer IPv4, UDP, VXLAN, Ethernet) take.
 PHYSICAL_MTU = 1500
 VXLAN_OVERHEAD = 50
+# Creates racing for the lowest free VNI: each loser takes the next one.
+SEGMENT_ATTEMPTS = 32
 
 
 def visible(request: Request) -> Any:
@@ -151,10 +159,7 @@ async def _allocate_vni(request: Request, session: Any, row: Network) -> None:
     )
     if row.segmentation_id is not None:
         if row.segmentation_id in used:
-            raise Conflict(
-                f"Unable to create the network. The tunnel ID {row.segmentation_id} is in use.",
-                type="TunnelIdInUse",
-            )
+            raise _segment_in_use(row)
         return
     low, high = service(request).settings.network.vni_range
     free = next((vni for vni in range(low, high + 1) if vni not in used), None)
@@ -167,22 +172,58 @@ async def _allocate_vni(request: Request, session: Any, row: Network) -> None:
     row.segmentation_id = free
 
 
+def _segment_in_use(row: Network) -> Conflict:
+    """Neutron's 409 for a segmentation id another network of the type holds."""
+    if row.network_type == "vlan":
+        return Conflict(
+            f"Unable to create the network. The VLAN {row.segmentation_id} on physical network "
+            f"{row.physical_network} is in use.",
+            type="VlanIdInUse",
+        )
+    return Conflict(
+        f"Unable to create the network. The tunnel ID {row.segmentation_id} is in use.",
+        type="TunnelIdInUse",
+    )
+
+
 @routes.post("/v2.0/networks")
 async def create_network(request: Request) -> Response:
-    body = body_of(await json_body(request), "network")
+    data = await json_body(request)
+    if is_bulk(data, "networks"):
+        return await bulk_create(
+            request, data["networks"], "network", create_network, delete_network, "network_id"
+        )
+    body = body_of(data, "network")
     context = caller(request)
     project_id = str(body.get("project_id") or body.get("tenant_id") or context.project_id)
     enforce(request, "create", {"project_id": project_id})
     if project_id != context.project_id and not is_admin(request):
         raise Forbidden("Only administrators may create networks for other projects.")
-    row = Network(project_id=project_id, name="", description="", tags=[], revision_number=1)
-    _apply(request, row, body, creating=True)
+
+    def new_row() -> Network:
+        row = Network(project_id=project_id, name="", description="", tags=[], revision_number=1)
+        _apply(request, row, body, creating=True)
+        return row
+
+    row = new_row()
     network = service(request)
-    async with quota_held(request, project_id, "network"), network.db.session() as session:
-        await _allocate_vni(request, session, row)
-        session.add(row)
-        await session.flush()
-        result = network_view(row, [], is_admin(request))
+    async with quota_held(request, project_id, "network"):
+        # The unique (network_type, segmentation_id) index settles races for a segment.
+        for attempt in range(SEGMENT_ATTEMPTS):
+            try:
+                async with network.db.session() as session:
+                    await _allocate_vni(request, session, row)
+                    session.add(row)
+                    await session.flush()
+                    result = network_view(row, [], is_admin(request))
+                break
+            except DBAPIError as exc:
+                last = attempt == SEGMENT_ATTEMPTS - 1
+                if isinstance(exc, IntegrityError) and ("provider:segmentation_id" in body or last):
+                    raise _segment_in_use(row) from None
+                if last or not (isinstance(exc, IntegrityError) or is_deadlock(exc)):
+                    raise
+                row = new_row()
     return one("network", result, request, 201)
 
 
@@ -243,7 +284,11 @@ async def delete_network(request: Request) -> Response:
         in_use = await session.scalar(
             select(func.count())
             .select_from(Port)
-            .where(Port.network_id == row.id, ~Port.device_owner.startswith("network:dhcp"))
+            .where(
+                Port.network_id == row.id,
+                ~Port.device_owner.startswith("network:dhcp"),
+                Port.device_owner != FLOATING_IP_OWNER,
+            )
         )
         if in_use:
             raise Conflict(
@@ -251,10 +296,28 @@ async def delete_network(request: Request) -> Response:
                 "ports still in use on the network.",
                 type="NetworkInUse",
             )
+        fip_projects = await _delete_floating_ips(session, row.id)
         subnet_count = await session.scalar(
             select(func.count()).select_from(Subnet).where(Subnet.network_id == row.id)
         )
         project_id = row.project_id
         await session.delete(row)
     await network.quotas.release(project_id, {"network": 1, "subnet": subnet_count or 0})
+    for fip_project in fip_projects:
+        await network.quotas.release(fip_project, {"floatingip": 1})
     return Response(status_code=204)
+
+
+async def _delete_floating_ips(session: AsyncSession, network_id: str) -> list[str]:
+    """As in Neutron, an external network's floating IPs (none reaching a router, else its
+    gateway port holds the network) go with it; the projects that held them, one per IP."""
+    query = select(FloatingIP).where(FloatingIP.floating_network_id == network_id)
+    projects = []
+    for fip in list((await session.execute(query)).scalars()):
+        projects.append(fip.project_id)
+        port_id = fip.floating_port_id
+        await session.delete(fip)
+        await session.flush()
+        await session.execute(delete(IPAllocation).where(IPAllocation.port_id == port_id))
+        await session.execute(delete(Port).where(Port.id == port_id))
+    return projects

@@ -17,6 +17,7 @@ from onestack.core.asgi.errors import APIError, BadRequest, Conflict, Forbidden
 from onestack.core.asgi.request import json_body
 from onestack.core.asgi.routing import RouteTable
 from onestack.network import ipam
+from onestack.network.api.bulk import bulk_create, is_bulk
 from onestack.network.api.common import (
     body_of,
     caller,
@@ -57,6 +58,7 @@ COLUMNS = {
 MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 ATTEMPTS = 20
 ADMIN_ONLY = ("binding:host_id", "binding:profile")
+ROUTER_INTERFACE = "network:router_interface"
 SERVICE_OWNED = ("network:router_interface", "network:router_gateway", "network:floatingip")
 
 
@@ -103,13 +105,22 @@ async def _allocate(
         (await session.execute(select(Subnet).where(Subnet.network_id == network.id))).scalars()
     )
     by_id = {s.id: s for s in subnets}
-    plan: list[tuple[Subnet, str | None]] = []
+    plan: list[tuple[Subnet, str]] = []
     if wanted is None:
-        # One IPv4 address from the first subnet with room, and one from each IPv6 subnet.
-        plan = [(s, None) for s in subnets if s.ip_version == 6]
+        # As Neutron: one address from the IPv4 subnets and one from the stateful IPv6
+        # ones (each the first with room), and the EUI-64 address in every SLAAC subnet.
         v4 = [s for s in subnets if s.ip_version == 4]
-        if v4:
-            plan.insert(0, (v4[0], None))
+        v6 = [s for s in subnets if s.ip_version == 6 and not _automatic(s)]
+        for group in (v4, v6):
+            for candidate in group:
+                address = await _free_address(session, candidate)
+                if address is not None:
+                    plan.append((candidate, address))
+                    break
+            else:
+                if group:
+                    raise ipam.IpAddressGenerationFailure(network.id)
+        plan += [(s, ipam.eui64(s.cidr, port.mac_address)) for s in subnets if _automatic(s)]
     else:
         for entry in wanted:
             subnet = by_id.get(entry.get("subnet_id", "")) if "subnet_id" in entry else None
@@ -127,36 +138,77 @@ async def _allocate(
             if address is not None:
                 parsed = ipam.parse_address(str(address), ipaddress.ip_network(subnet.cidr))
                 address = str(parsed)
-            plan.append((subnet, address))
-    v4_plan = [s for s, _ in plan if s.ip_version == 4]
-    for subnet, address in plan:
-        if address is None:
-            used = set(
-                (
-                    await session.execute(
-                        select(IPAllocation.ip_address).where(IPAllocation.subnet_id == subnet.id)
+                own = ipam.eui64(subnet.cidr, port.mac_address) if _automatic(subnet) else None
+                if own not in (None, address) and port.device_owner != ROUTER_INTERFACE:
+                    raise BadRequest(
+                        f"IPv6 address {address} cannot be directly assigned to a port on "
+                        f"subnet {subnet.id} as the subnet is configured for automatic "
+                        "addresses.",
+                        type="InvalidInput",
                     )
-                ).scalars()
-            )
-            if subnet.gateway_ip:
-                used.add(subnet.gateway_ip)
-            address = ipam.pick_address(subnet.allocation_pools, used)
-            if address is None:
-                if wanted is None and subnet.ip_version == 4 and len(v4_plan) == 1:
-                    spare = [s for s in subnets if s.ip_version == 4 and s.id != subnet.id]
-                    if spare:
-                        continue
-                raise ipam.IpAddressGenerationFailure(network.id)
-        elif subnet.gateway_ip == address and not port.device_owner.startswith("network:router"):
-            raise Conflict(
-                f"IP address {address} already allocated in subnet {subnet.id}.",
-                type="IpAddressAlreadyAllocated",
-            )
+                if subnet.gateway_ip == address and not port.device_owner.startswith(
+                    "network:router"
+                ):
+                    raise Conflict(
+                        f"IP address {address} already allocated in subnet {subnet.id}.",
+                        type="IpAddressAlreadyAllocated",
+                    )
+            elif _automatic(subnet):
+                address = ipam.eui64(subnet.cidr, port.mac_address)
+            else:
+                address = await _free_address(session, subnet)
+                if address is None:
+                    raise ipam.IpAddressGenerationFailure(network.id)
+            plan.append((subnet, address))
+    for subnet, address in plan:
         session.add(
             IPAllocation(
                 subnet_id=subnet.id, ip_address=address, port_id=port.id, network_id=network.id
             )
         )
+
+
+def _automatic(subnet: Subnet) -> bool:
+    """Whether hosts make their own addresses in ``subnet`` from their MACs (SLAAC)."""
+    return subnet.ip_version == 6 and ipam.auto_address(subnet.ipv6_address_mode)
+
+
+async def _follow_mac(session: AsyncSession, port: Port) -> None:
+    """A port's EUI-64 addresses follow its MAC, as in Neutron."""
+    rows = await session.execute(
+        select(IPAllocation, Subnet)
+        .join(Subnet, Subnet.id == IPAllocation.subnet_id)
+        .where(IPAllocation.port_id == port.id)
+    )
+    for allocation, subnet in list(rows):
+        if not _automatic(subnet):
+            continue
+        address = ipam.eui64(subnet.cidr, port.mac_address)
+        if allocation.ip_address != address:
+            await session.delete(allocation)
+            await session.flush()
+            session.add(
+                IPAllocation(
+                    subnet_id=subnet.id,
+                    ip_address=address,
+                    port_id=port.id,
+                    network_id=port.network_id,
+                )
+            )
+
+
+async def _free_address(session: AsyncSession, subnet: Subnet) -> str | None:
+    """A free address of ``subnet``'s pools (never its gateway), or None when exhausted."""
+    used = set(
+        (
+            await session.execute(
+                select(IPAllocation.ip_address).where(IPAllocation.subnet_id == subnet.id)
+            )
+        ).scalars()
+    )
+    if subnet.gateway_ip:
+        used.add(subnet.gateway_ip)
+    return ipam.pick_address(subnet.allocation_pools, used)
 
 
 async def _explicit_conflict(session: AsyncSession, wanted: list[dict[str, str]] | None) -> None:
@@ -247,7 +299,12 @@ async def _bind(request: Request, row: Port, fixed_ips: list[dict[str, str]]) ->
 
 @routes.post("/v2.0/ports")
 async def create_port(request: Request) -> Response:
-    body = body_of(await json_body(request), "port")
+    data = await json_body(request)
+    if is_bulk(data, "ports"):
+        return await bulk_create(
+            request, data["ports"], "port", create_port, delete_port, "port_id"
+        )
+    body = body_of(data, "port")
     if "network_id" not in body:
         raise BadRequest("Invalid input for operation: network_id is required.")
     mac = body.get("mac_address")
@@ -428,6 +485,7 @@ async def update_port(request: Request) -> Response:
                 await _allocate(session, network, row, kept + fresh)
             if "mac_address" in body:
                 row.mac_address = str(body["mac_address"]).lower()
+                await _follow_mac(session, row)
             await session.flush()
             fixed = (await fixed_ips_of(session, [row.id])).get(row.id, [])
             await _bind(request, row, fixed)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -93,6 +93,8 @@ async def _connected(
 
 
 def _static_routes(value: Any, connected: list[Any]) -> list[dict[str, str]]:
+    if value is None:
+        return []  # Neutron reads null as "no routes"
     if not isinstance(value, list):
         raise BadRequest("Invalid input for routes: a list is expected.")
     result = []
@@ -291,6 +293,12 @@ async def add_interface(request: Request) -> Response:
                     f"{network_cidr} of a subnet already on router {router.id}.",
                     type="BadRequest",
                 )
+        if port_id is None and subnet.ip_version == 6:
+            port_id = await _shared_ipv6_leg(session, router, subnet)
+            if port_id is not None:
+                port = await session.get(Port, port_id)
+                assert port is not None
+                return JSONResponse(_interface_info(router, port, [subnet.id]))
     if port_id is None:
         assert network is not None
         wanted = [{"subnet_id": subnet.id, "ip_address": str(subnet.gateway_ip)}]
@@ -330,6 +338,42 @@ async def remove_interface(request: Request) -> Response:
             ident = body.get("subnet_id") or body.get("port_id")
             raise not_found("router_interface", f"for {ident} on router {router.id}")
         port, subnets = match
+        if body.get("subnet_id") and not body.get("port_id") and len(subnets) > 1:
+            # An IPv6 leg shared by several subnets loses only this one.
+            await session.execute(
+                delete(IPAllocation).where(
+                    IPAllocation.port_id == port.id, IPAllocation.subnet_id == body["subnet_id"]
+                )
+            )
+            return JSONResponse(_interface_info(router, port, [body["subnet_id"]]))
         info = _interface_info(router, port, subnets)
     await delete_service_port(request, port.id)
     return JSONResponse(info)
+
+
+async def _shared_ipv6_leg(session: AsyncSession, router: Router, subnet: Subnet) -> str | None:
+    """As Neutron: an IPv6 subnet joins the router's leg already holding IPv6 on its network.
+
+    The leg gets the subnet's gateway address; its id, or None when there is no such leg.
+    """
+    legs = await router_ports(session, router.id, INTERFACE)
+    legs = [p for p in legs if p.network_id == subnet.network_id]
+    held = await fixed_ips_of(session, [p.id for p in legs])
+    for leg in legs:
+        if any(ipaddress.ip_address(ip["ip_address"]).version == 6 for ip in held.get(leg.id, [])):
+            taken = await session.get(IPAllocation, (subnet.id, str(subnet.gateway_ip)))
+            if taken is not None:
+                raise Conflict(
+                    f"IP address {subnet.gateway_ip} already allocated in subnet {subnet.id}.",
+                    type="IpAddressAlreadyAllocated",
+                )
+            session.add(
+                IPAllocation(
+                    subnet_id=subnet.id,
+                    ip_address=str(subnet.gateway_ip),
+                    port_id=leg.id,
+                    network_id=subnet.network_id,
+                )
+            )
+            return str(leg.id)
+    return None

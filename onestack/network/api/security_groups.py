@@ -253,6 +253,11 @@ async def update_group(request: Request) -> Response:
                     "Updating default security group not allowed.",
                     type="SecurityGroupCannotUpdateDefault",
                 )
+            if not group.is_default and body["name"] == "default":
+                raise Conflict(
+                    "Default security group already exists.",
+                    type="SecurityGroupDefaultAlreadyExists",
+                )
             group.name = str(body["name"])
         if "description" in body:
             group.description = str(body["description"])
@@ -315,26 +320,30 @@ def _check_rule(body: dict[str, Any]) -> dict[str, Any]:
             raise BadRequest("Port ranges must be integers.")
     if low is not None or high is not None:
         if protocol in PORTED:
-            if low is None or high is None or not 1 <= low <= 65535 or not 1 <= high <= 65535:
-                raise BadRequest(
-                    "Invalid port range: ports are 1 to 65535.",
-                    type="SecurityGroupInvalidPortValue",
-                )
-            if low > high:
+            for value in (low, high):
+                if value is not None and not 1 <= value <= 65535:
+                    raise BadRequest(
+                        f"Invalid value for port {value}.", type="SecurityGroupInvalidPortValue"
+                    )
+            if low is None or high is None or low > high:
                 raise BadRequest(
                     "For TCP/UDP protocols, port_range_min must be <= port_range_max",
                     type="SecurityGroupInvalidPortRange",
                 )
         elif protocol in ICMP:
-            if (low is not None and not 0 <= low <= 255) or (
-                high is not None and not 0 <= high <= 255
+            for field, attr, value in (
+                ("type", "port_range_min", low),
+                ("code", "port_range_max", high),
             ):
-                raise BadRequest(
-                    "Invalid ICMP type or code: 0 to 255.", type="SecurityGroupInvalidIcmpValue"
-                )
+                if value is not None and not 0 <= value <= 255:
+                    raise BadRequest(
+                        f"Invalid value for ICMP {field} ({attr}) {value}. It must be 0 to 255.",
+                        type="SecurityGroupInvalidIcmpValue",
+                    )
             if low is None and high is not None:
                 raise BadRequest(
-                    "ICMP code (port-range-max) given without a type (port-range-min)."
+                    f"ICMP type (port-range-min) is missing for ICMP code (port-range-max) {high}.",
+                    type="SecurityGroupMissingIcmpType",
                 )
         else:
             raise BadRequest(

@@ -11,13 +11,22 @@ from onestack.core.asgi.errors import BadRequest, NotFound
 from onestack.core.asgi.request import json_body
 from onestack.core.asgi.routing import RouteTable
 from onestack.network.api.common import enforce, fetch, service
-from onestack.network.models import FloatingIP, Network, Port, Router, SecurityGroup, Subnet
+from onestack.network.models import (
+    FloatingIP,
+    Network,
+    Port,
+    Router,
+    SecurityGroup,
+    Subnet,
+    SubnetPool,
+)
 
 routes = RouteTable()
 
 TAGGED: dict[str, tuple[Any, str]] = {
     "networks": (Network, "network"),
     "subnets": (Subnet, "subnet"),
+    "subnetpools": (SubnetPool, "subnet_pool"),
     "ports": (Port, "port"),
     "routers": (Router, "router"),
     "floatingips": (FloatingIP, "floating_ip"),

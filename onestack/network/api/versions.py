@@ -49,6 +49,16 @@ EXTENSIONS = {
         "Resource timestamps",
         "Adds created_at and updated_at fields to all Neutron resources.",
     ),
+    "subnet-external-network": (
+        "Subnet external network",
+        "Subnets of external networks are readable by every project.",
+    ),
+    "subnetpool": ("Subnet Pool", "Subnet pools: /v2.0/subnetpools (Neutron's subnet_allocation)."),
+    "subnet_allocation": ("Subnet Allocation", "Enables allocation of subnets from a subnet pool"),
+    "default-subnetpools": (
+        "Default Subnetpools",
+        "Provides ability to mark and use a subnetpool as the default.",
+    ),
     "standard-attr-revisions": (
         "Resource revision numbers",
         "This extension will display the revision number of neutron resources.",
@@ -93,6 +103,7 @@ async def version(request: Request) -> Response:
                 for name in (
                     "network",
                     "subnet",
+                    "subnetpool",
                     "port",
                     "security-group",
                     "security-group-rule",

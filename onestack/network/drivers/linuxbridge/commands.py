@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 from typing import Any
 
 
@@ -31,6 +32,24 @@ async def run(*argv: str, stdin: str | None = None, check: bool = True) -> str:
     return out.decode(errors="replace")
 
 
+async def start_daemon(netns: str, *argv: str) -> None:
+    """Start ``argv`` (a program that forks into the background) inside ``netns``.
+
+    Its output goes to a file and only the starting process's exit is awaited: the forked
+    daemon may keep pipes open (it does under uvloop), so reading them to the end would wait
+    for the daemon to stop.
+    """
+    command = ("ip", "netns", "exec", netns, *argv)
+    with tempfile.TemporaryFile() as output:
+        process = await asyncio.create_subprocess_exec(
+            *command, stdin=asyncio.subprocess.DEVNULL, stdout=output, stderr=output
+        )
+        code = await process.wait()
+        if code != 0:
+            output.seek(0)
+            raise CommandError(command, code, output.read().decode(errors="replace")[-2000:])
+
+
 async def ip(*args: str, netns: str | None = None, check: bool = True) -> str:
     """``ip ARGS``, inside ``netns`` when given."""
     prefix = ("ip", "-n", netns) if netns else ("ip",)
@@ -48,6 +67,19 @@ async def ip_json(*args: str, netns: str | None = None) -> list[dict[str, Any]]:
 async def in_netns(netns: str, *argv: str, check: bool = True) -> str:
     """Run ``argv`` inside the network namespace ``netns``."""
     return await run("ip", "netns", "exec", netns, *argv, check=check)
+
+
+async def ipv6_defaults(netns: str, **values: int) -> None:
+    """Set ``net.ipv6.conf.{all,default}.<name>`` inside ``netns``.
+
+    Devices created in or moved into the namespace afterwards take these values.
+    """
+    settings = [
+        f"net.ipv6.conf.{scope}.{name}={value}"
+        for name, value in values.items()
+        for scope in ("all", "default")
+    ]
+    await in_netns(netns, "sysctl", "-q", "-w", *settings)
 
 
 async def nft(ruleset: str, netns: str | None = None) -> None:

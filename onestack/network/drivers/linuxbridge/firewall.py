@@ -4,12 +4,18 @@ Two tables, each replaced atomically as a whole on every change (so a deleted po
 or group leaves nothing behind):
 
 - ``bridge onestack_antispoof_<tag>``: frames a guest sends must carry its MAC and
-  addresses (or an allowed address pair's), and it may not answer DHCP.
+  addresses (or an allowed address pair's; for IPv6 also the link-local address each
+  of those MACs gives itself, and the unspecified address for duplicate address
+  detection and MLD only), and it may not answer DHCP or DHCPv6 nor advertise itself
+  as an IPv6 router.
 - ``inet onestack_sg_<tag>``: bridged IP traffic (seen through br_netfilter, hence
   connection tracking: stateful rules) passes each port's egress chain, then the
   destination port's ingress chain; both end in drop, so ingress is denied unless
   a rule allows it. Ports are told apart by their bridge and their (anti-spoofed)
-  addresses.
+  addresses. As Neutron, whatever the rules say, a port may send router and
+  neighbour solicitations, neighbour advertisements, MLD and DHCP(v6) requests, and
+  receive neighbour discovery, MLD queries, router advertisements (from link-local
+  addresses: rogue ones are stopped where they enter) and DHCP(v6) replies.
 
 A third, ``bridge onestack_overlay_<tag>`` (:func:`overlay_ruleset`), keeps the frames of
 the network's own ports (DHCP, router legs) off the VXLAN tunnels: every host builds
@@ -22,6 +28,7 @@ import ipaddress
 from typing import Any
 
 from onestack.network.drivers.linuxbridge.bridges import VXLAN_PREFIX, bridge_name, tap_name
+from onestack.network.ipam import link_local
 
 ANTISPOOF_PREFIX = "onestack_antispoof_"
 GROUPS_PREFIX = "onestack_sg_"
@@ -39,6 +46,16 @@ PROTOCOLS = {
 }
 
 
+# ICMPv6 a port always sends and receives (Neutron's allowed types), whatever its rules say.
+EGRESS_ICMPV6 = (
+    "{ nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-query, "
+    "mld-listener-report, mld2-listener-report }"
+)
+INGRESS_ICMPV6 = "{ nd-neighbor-solicit, nd-neighbor-advert, mld-listener-query }"
+# What may come from the unspecified address (before a host has one): DAD and MLD.
+UNSPECIFIED_SOURCE_TYPES = "{ nd-neighbor-solicit, mld-listener-report, mld2-listener-report }"
+
+
 def _set(items: list[str]) -> str:
     return "{ " + ", ".join(items) + " }"
 
@@ -52,9 +69,19 @@ def secured(port: dict[str, Any]) -> bool:
     return bool(port["port_security_enabled"]) and not port["device_owner"].startswith("network:")
 
 
+def _macs(port: dict[str, Any]) -> list[str]:
+    """The MACs the port may send from: its own and its allowed address pairs'."""
+    own = port["mac_address"]
+    pairs = port.get("allowed_address_pairs", [])
+    return sorted({own, *(p.get("mac_address") or own for p in pairs)})
+
+
 def _addresses(port: dict[str, Any], version: int) -> list[str]:
+    """The addresses the port may use: fixed, allowed pairs' and (IPv6) link-local ones."""
     found = [ip["ip_address"] for ip in port["fixed_ips"]]
     found += [pair["ip_address"] for pair in port.get("allowed_address_pairs", [])]
+    if version == 6:
+        found += [link_local(mac) for mac in _macs(port)]
     return [
         str(ipaddress.ip_network(a, strict=False))
         for a in found
@@ -64,18 +91,17 @@ def _addresses(port: dict[str, Any], version: int) -> list[str]:
 
 def _antispoof_chain(port: dict[str, Any]) -> list[str]:
     name = f"spoof_{_chain_id(port['id'])}"
-    macs = {port["mac_address"]} | {
-        p.get("mac_address") or port["mac_address"] for p in port.get("allowed_address_pairs", [])
-    }
     v4 = [*_addresses(port, 4), "0.0.0.0"]
-    v6 = [*_addresses(port, 6), "fe80::/64", "::"]
+    v6 = _addresses(port, 6)
     return [
         f"  chain {name} {{",
-        f"    ether saddr != {_set(sorted(macs))} drop",
+        f"    ether saddr != {_set(_macs(port))} drop",
         f"    arp saddr ip != {_set(v4)} drop",
         "    ether type ip udp sport 67 drop",
         f"    ether type ip ip saddr != {_set(v4)} drop",
         "    ether type ip6 udp sport 547 drop",
+        "    ether type ip6 icmpv6 type nd-router-advert drop",
+        f"    ether type ip6 ip6 saddr :: icmpv6 type {UNSPECIFIED_SOURCE_TYPES} return",
         f"    ether type ip6 ip6 saddr != {_set(v6)} drop",
         "  }",
     ]
@@ -104,6 +130,8 @@ def _match(rule: dict[str, Any], version: int) -> str:
             if low is not None:
                 parts.append(f"{name} dport {low}-{high if high is not None else low}")
         elif name in ("icmp", "icmpv6"):
+            # "icmp" in an IPv6 rule means ICMPv6, as in Neutron.
+            name = "icmp" if version == 4 else "icmpv6"
             parts.append(f"meta l4proto {'icmp' if version == 4 else 'ipv6-icmp'}")
             if low is not None:
                 parts.append(f"{name} type {low}")
@@ -119,6 +147,9 @@ def _group_chains(port: dict[str, Any], groups: dict[str, dict[str, Any]]) -> li
     rules = [rule for g in port["security_groups"] for rule in groups.get(g, {}).get("rules", [])]
     lines = [
         f"  chain egress_{ident} {{",
+        f"    icmpv6 type {EGRESS_ICMPV6} return",
+        "    meta nfproto ipv4 udp sport 68 udp dport 67 return",
+        "    meta nfproto ipv6 udp sport 546 udp dport 547 return",
         "    ct state established,related return",
         "    ct state invalid drop",
     ]
@@ -130,10 +161,12 @@ def _group_chains(port: dict[str, Any], groups: dict[str, dict[str, Any]]) -> li
         "    drop",
         "  }",
         f"  chain ingress_{ident} {{",
+        f"    icmpv6 type {INGRESS_ICMPV6} accept",
+        "    ip6 saddr fe80::/10 icmpv6 type nd-router-advert accept",
+        "    meta nfproto ipv4 udp sport 67 udp dport 68 accept",
+        "    meta nfproto ipv6 udp sport 547 udp dport 546 accept",
         "    ct state established,related accept",
         "    ct state invalid drop",
-        "    meta nfproto ipv4 udp sport 67 udp dport 68 accept",
-        "    meta nfproto ipv6 meta l4proto ipv6-icmp accept",
     ]
     for rule in rules:
         for version in (4, 6):

@@ -1,16 +1,20 @@
 """Routers: a ``qrouter-<id>`` namespace with one leg per subnet and one on the external network.
 
-Forwarding is on inside it; nftables (table ``ip onestack_nat``, replaced as a whole)
-does SNAT of the internal subnets to the gateway address and the floating IPs' DNAT
-and SNAT; static routes are ``ip route`` entries with protocol ``static``.
+Forwarding (IPv4 and IPv6) is on inside it; nftables (table ``ip onestack_nat``, replaced
+as a whole) does SNAT of the internal IPv4 subnets to the gateway address and the
+floating IPs' DNAT and SNAT; IPv6 is routed without NAT, as in Neutron. The default
+routes (one per IP version) go to the external subnets' gateways; static routes are
+``ip route`` entries with protocol ``static``. radvd advertises the IPv6 subnets on
+the internal legs (see ``radvd.py``).
 """
 
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 from typing import Any
 
-from onestack.network.drivers.linuxbridge import bridges, commands
+from onestack.network.drivers.linuxbridge import bridges, commands, radvd
 from onestack.network.drivers.linuxbridge.commands import ip
 
 NAMESPACE_PREFIX = "qrouter-"
@@ -71,14 +75,22 @@ async def ensure(
     router: dict[str, Any],
     ports: list[dict[str, Any]],
     networks: dict[str, dict[str, Any]],
+    root: Path,
 ) -> None:
-    """Build or update the router's namespace from its ports (gateway and interfaces)."""
+    """Build or update the router's namespace from its ports (gateway and interfaces).
+
+    ``root`` holds the files of the router's radvd.
+    """
     name = namespace(router["id"])
     await commands.ensure_netns(name)
     await commands.in_netns(name, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+    # Routed, so no autoconfiguration; the addresses are ours, so no duplicate detection.
+    await commands.ipv6_defaults(name, forwarding=1, accept_dad=0)
     wanted: set[str] = set()
-    gateway_device = gateway_address = gateway_next_hop = None
+    gateway_device = gateway_address = None
+    next_hops: list[str] = []
     internal: list[str] = []
+    advertised: list[tuple[str, list[dict[str, Any]], int]] = []
     for port in ports:
         network = networks.get(port["network_id"])
         if network is None or not port["fixed_ips"]:
@@ -96,48 +108,66 @@ async def ensure(
             network["mtu"],
         )
         addresses = [_interface(f) for f in port["fixed_ips"]]
+        subnets = {s["id"]: s for s in network["subnets"]}
         if is_gateway:
             gateway_device = inner
-            gateway_address = port["fixed_ips"][0]["ip_address"]
+            v4 = [f["ip_address"] for f in port["fixed_ips"] if _version(f["ip_address"]) == 4]
+            gateway_address = v4[0] if v4 else None
             addresses += [f"{f['floating_ip_address']}/32" for f in router["floating_ips"]]
-            subnets = {s["id"]: s for s in network["subnets"]}
-            first = subnets.get(port["fixed_ips"][0]["subnet_id"])
-            gateway_next_hop = first.get("gateway_ip") if first else None
+            # One default route per IP version, through that version's first subnet.
+            for version in (4, 6):
+                held = [f for f in port["fixed_ips"] if _version(f["ip_address"]) == version]
+                first = subnets.get(held[0]["subnet_id"]) if held else None
+                if first and first.get("gateway_ip"):
+                    next_hops.append(first["gateway_ip"])
         else:
             internal += [str(ipaddress.ip_network(f["cidr"])) for f in port["fixed_ips"]]
+            v6 = [
+                subnets[f["subnet_id"]]
+                for f in port["fixed_ips"]
+                if f["subnet_id"] in subnets and _version(f["ip_address"]) == 6
+            ]
+            advertised.append((inner, v6, network["mtu"]))
         await bridges.set_addresses(inner, addresses, name)
     for link in await commands.links(netns=name):
         if link["ifname"] != "lo" and link["ifname"] not in wanted:
             await commands.delete_link(link["ifname"], netns=name)
-    await _routes(name, router["routes"], gateway_device, gateway_next_hop)
+    await _routes(name, router["routes"], next_hops if gateway_device else [])
     await commands.nft(
         nat_ruleset(
             gateway_device, gateway_address, internal, router["floating_ips"], router["enable_snat"]
         ),
         netns=name,
     )
+    await radvd.Advertiser(root, router["id"], name).ensure(advertised)
 
 
-async def _routes(
-    netns: str, routes: list[dict[str, str]], gateway_device: str | None, next_hop: str | None
-) -> None:
+def _version(address: str) -> int:
+    return ipaddress.ip_address(address).version
+
+
+async def _routes(netns: str, routes: list[dict[str, str]], next_hops: list[str]) -> None:
+    """Make the static routes (and the default ones via ``next_hops``) exactly these."""
     wanted = {(r["destination"], r["nexthop"]) for r in routes}
-    if gateway_device and next_hop:
-        wanted.add(("default", next_hop))
+    wanted |= {("default", hop) for hop in next_hops}
     present = set()
-    for route in await commands.ip_json("route", "show", "proto", "static", netns=netns):
-        key = (route["dst"], route.get("gateway", ""))
-        if key in wanted:
-            present.add(key)
-        else:
-            await ip("route", "del", route["dst"], netns=netns, check=False)
+    for family in ("-4", "-6"):
+        shown = await commands.ip_json(family, "route", "show", "proto", "static", netns=netns)
+        for route in shown:
+            key = (route["dst"], route.get("gateway", ""))
+            if key in wanted:
+                present.add(key)
+            else:
+                await ip(family, "route", "del", route["dst"], netns=netns, check=False)
     for destination, nexthop in wanted - present:
+        family = f"-{_version(nexthop)}"
         await ip(
-            "route", "replace", destination, "via", nexthop, "proto", "static", netns=netns,
-            check=False,
+            family, "route", "replace", destination, "via", nexthop, "proto", "static",
+            netns=netns, check=False,
         )  # fmt: skip
 
 
-async def remove(router_id: str) -> None:
-    """Remove the router's namespace with its legs."""
+async def remove(router_id: str, root: Path) -> None:
+    """Remove the router's namespace with its legs, and its radvd."""
+    await radvd.Advertiser(root, router_id, namespace(router_id)).remove()
     await commands.delete_netns(namespace(router_id))
