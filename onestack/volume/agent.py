@@ -235,6 +235,17 @@ class VolumeAgent:
     async def terminate_connection(self, volume: dict[str, Any], connector: dict[str, Any]) -> None:
         await self.driver.terminate_connection(VolumeRef.of(volume), connector)
 
+    async def initialize_snapshot_connection(
+        self, snapshot: dict[str, Any], connector: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Export a snapshot read-only to the connector's host (a backup of it)."""
+        return await self.driver.initialize_snapshot_connection(SnapshotRef.of(snapshot), connector)
+
+    async def terminate_snapshot_connection(
+        self, snapshot: dict[str, Any], connector: dict[str, Any]
+    ) -> None:
+        await self.driver.terminate_snapshot_connection(SnapshotRef.of(snapshot), connector)
+
     # Migration: the source agent drives it, the destination pulls the data ------------
 
     async def migrate_volume(
@@ -270,6 +281,14 @@ class VolumeAgent:
             provider_location=location,
             new_type_id=new_type_id,
         )
+
+    async def adopt_volume(self, volume: dict[str, Any], new_id: str) -> str | None:
+        """A migrated in-use volume ends: its copy here takes the name of volume ``new_id``."""
+        return await self.driver.rename_volume(VolumeRef.of(volume), new_id)
+
+    async def drop_volume_data(self, volume: dict[str, Any]) -> None:
+        """Remove the data a migrated volume left here (its record lives on elsewhere)."""
+        await self.driver.delete_volume(VolumeRef.of(volume))
 
     async def receive_volume(self, volume: dict[str, Any], source_host: str) -> str | None:
         """On the destination: pull the volume's data from ``source_host``'s export."""

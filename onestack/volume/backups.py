@@ -37,6 +37,11 @@ async def backup_host(service: VolumeService, volume_host: str | None) -> str:
     return records[0].host
 
 
+def volume_meta(volume: Volume) -> dict[str, Any]:
+    """What a backup keeps of its volume beyond the bytes, for restores to give back."""
+    return {"bootable": volume.bootable, "image_metadata": dict(volume.image_metadata or {})}
+
+
 def backup_payload(backup: Backup) -> dict[str, Any]:
     """What a backup agent needs to know about one backup."""
     return {

@@ -38,6 +38,7 @@ async def volume_payload(session: AsyncSession, volume: Volume) -> dict[str, Any
         "qos_specs": await qos_of(session, volume.volume_type_id),
         "project_id": volume.project_id,
         "status": volume.status,
+        "attach_status": volume.attach_status,
     }
 
 

@@ -61,7 +61,7 @@ async def recover_interrupted(service: VolumeService) -> None:
             parent = await session.get(Volume, snapshot.volume_id)
             if snapshot.status == "creating":
                 snapshot.status = "error"
-            elif snapshot.status == "restoring":
+            elif snapshot.status in ("restoring", "backing-up"):
                 snapshot.status = "available"
             elif (
                 snapshot.status == "deleting"

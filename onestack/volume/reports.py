@@ -14,9 +14,11 @@ from typing import Any
 
 import httpx
 from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
 
 from onestack.core.asgi.errors import APIError
 from onestack.core.db import affected, utcnow
+from onestack.volume import migration
 from onestack.volume.models import Attachment, Backend, Backup, Snapshot, Volume, VolumeType
 from onestack.volume.service import VolumeService
 from onestack.volume.usage import (
@@ -66,21 +68,19 @@ class VolumeReports:
         await self.service.services.record(
             host, VOLUME_BINARY, topic=f"volume.{host}", zone=availability_zone
         )
+        values = {"availability_zone": availability_zone, "capabilities": capabilities}
         async with self.db.session() as session:
-            row = await session.get(Backend, host)
-            if row is None:
-                session.add(
-                    Backend(
-                        host=host,
-                        availability_zone=availability_zone,
-                        capabilities=capabilities,
-                        updated_at=utcnow(),
-                    )
-                )
-            else:
-                row.availability_zone = availability_zone
-                row.capabilities = capabilities
-                row.updated_at = utcnow()
+            result = await session.execute(
+                update(Backend).where(Backend.host == host).values(**values, updated_at=utcnow())
+            )
+            if affected(result):
+                return
+        try:
+            async with self.db.session() as session:
+                session.add(Backend(host=host, **values, updated_at=utcnow()))
+        except IntegrityError:
+            # A concurrent report of the same backend inserted it first: update that row.
+            await self.backend_report(host, availability_zone, capabilities)
 
     async def backup_report(self, host: str, availability_zone: str) -> None:
         """A backup agent is alive."""
@@ -110,6 +110,9 @@ class VolumeReports:
                 volume.status = "restoring-backup"
             else:
                 volume.status = "available"
+            migrating = migration.source_of(volume)
+        if migrating:
+            await migration.destination_ready(self.service, volume_id, migrating)
         if restore_backup:
             from onestack.volume.backups import start_restore
 
@@ -127,6 +130,12 @@ class VolumeReports:
         await self._message(project, kind, ident, event, reason)
 
     async def volume_create_failed(self, volume_id: str, reason: str) -> None:
+        async with self.db.session() as session:
+            volume = await session.get(Volume, volume_id)
+            migrating = migration.source_of(volume) if volume else None
+        if migrating:
+            await migration.fail(self.service, migrating, volume_id, reason)
+            return
         await self._fail(Volume, volume_id, "error", "VOLUME_CREATE", reason)
 
     async def volume_deleted(self, volume_id: str) -> None:
@@ -355,13 +364,22 @@ class VolumeReports:
             backup.object_count = object_count
             backup.container = container
             backup.object_prefix = object_prefix
-            await self._volume_back(session, backup.volume_id, "backing-up")
+            await self._source_back(session, backup)
 
     async def _volume_back(self, session: Any, volume_id: str, status: str) -> None:
         volume = await session.get(Volume, volume_id)
         if volume is not None and volume.status == status:
             volume.status = volume.previous_status or "available"
             volume.previous_status = None
+
+    async def _source_back(self, session: Any, backup: Backup) -> None:
+        """The volume or snapshot a backup read is no longer ``backing-up``."""
+        if backup.snapshot_id is None:
+            await self._volume_back(session, backup.volume_id, "backing-up")
+            return
+        snapshot = await session.get(Snapshot, backup.snapshot_id)
+        if snapshot is not None and snapshot.status == "backing-up":
+            snapshot.status = "available"
 
     async def backup_create_failed(self, backup_id: str, reason: str) -> None:
         async with self.db.session() as session:
@@ -370,7 +388,7 @@ class VolumeReports:
                 return
             backup.status = "error"
             backup.fail_reason = reason[:255]
-            await self._volume_back(session, backup.volume_id, "backing-up")
+            await self._source_back(session, backup)
             if backup.parent_id:
                 parent = await session.get(Backup, backup.parent_id)
                 if parent is not None and parent.num_dependent_backups > 0:
@@ -397,7 +415,11 @@ class VolumeReports:
             backup.status = "error_deleting"
             backup.fail_reason = reason[:255]
 
-    async def backup_restored(self, backup_id: str, volume_id: str) -> None:
+    async def backup_restored(
+        self, backup_id: str, volume_id: str, volume_meta: dict[str, Any] | None = None
+    ) -> None:
+        """A restore ended; the volume takes the backed-up volume's bootable flag and image
+        metadata (when the backup recorded them)."""
         async with self.db.session() as session:
             backup = await session.get(Backup, backup_id)
             if backup is not None and backup.status == "restoring":
@@ -406,6 +428,9 @@ class VolumeReports:
             volume = await session.get(Volume, volume_id)
             if volume is not None and volume.status == "restoring-backup":
                 volume.status = "available"
+                if volume_meta:
+                    volume.bootable = bool(volume_meta.get("bootable"))
+                    volume.image_metadata = dict(volume_meta.get("image_metadata") or {})
 
     async def backup_restore_failed(self, backup_id: str, volume_id: str, reason: str) -> None:
         async with self.db.session() as session:

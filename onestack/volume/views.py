@@ -72,11 +72,14 @@ def volume_detail(
         "source_volid": volume.source_volid,
         "user_id": volume.user_id,
         "volume_type": volume_type.name if volume_type else None,
-        "os-vol-tenant-attr:tenant_id": volume.project_id,
     }
+    # Cinder's attribute extensions extend GET views only, not create/update answers.
+    shown = request.method == "GET"
+    if shown:
+        body["os-vol-tenant-attr:tenant_id"] = volume.project_id
     if volume.image_metadata:
         body["volume_image_metadata"] = dict(volume.image_metadata)
-    if admin:
+    if admin and shown:
         body["os-vol-host-attr:host"] = volume.host
         body["os-vol-mig-status-attr:migstat"] = volume.migration_status
         body["os-vol-mig-status-attr:name_id"] = None
@@ -107,9 +110,10 @@ def snapshot_view(request: Request, snapshot: Snapshot) -> dict[str, Any]:
         "metadata": dict(snapshot.metadata_ or {}),
         "created_at": iso(snapshot.created_at),
         "updated_at": iso(snapshot.updated_at),
-        "os-extended-snapshot-attributes:progress": snapshot.progress,
-        "os-extended-snapshot-attributes:project_id": snapshot.project_id,
     }
+    if request.method == "GET":  # an attribute extension, as the volume ones
+        body["os-extended-snapshot-attributes:progress"] = snapshot.progress
+        body["os-extended-snapshot-attributes:project_id"] = snapshot.project_id
     if at_least(request, "3.14"):
         body["group_snapshot_id"] = None
     if at_least(request, "3.41"):
@@ -174,10 +178,13 @@ def type_view(request: Request, volume_type: VolumeType) -> dict[str, Any]:
         "name": volume_type.name,
         "description": volume_type.description,
         "is_public": volume_type.is_public,
-        "os-volume-type-access:is_public": volume_type.is_public,
         "extra_specs": dict(volume_type.extra_specs or {}),
     }
-    if is_admin(request):
+    # As Cinder: the type-access attribute is not in an update's answer, the QoS id
+    # only in what admins read (GET).
+    if request.method != "PUT":
+        body["os-volume-type-access:is_public"] = volume_type.is_public
+    if is_admin(request) and request.method == "GET":
         body["qos_specs_id"] = volume_type.qos_specs_id
     return body
 
@@ -188,7 +195,6 @@ def qos_view(request: Request, qos: QosSpecs) -> dict[str, Any]:
         "name": qos.name,
         "consumer": qos.consumer,
         "specs": dict(qos.specs or {}),
-        "links": links(request, "qos-specs", qos.id),
     }
 
 

@@ -6,6 +6,7 @@ and ``--volume``) and what server delete does with the mapped volumes."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -269,3 +270,52 @@ def test_boot_from_volume(cloud: Deployment) -> None:
     wait_volume(cloud, doomed, "in-use")
     delete(cloud, "bfv3")
     wait_gone(cloud, doomed)
+
+
+def test_image_of_a_volume_backed_server(cloud: Deployment) -> None:
+    source = boot(cloud, "bfvsrc", "--image", "guest", "--boot-from-volume", "1")
+    (source_root,) = attached_ids(cloud, "bfvsrc")
+    image = cloud.json("server", "image", "create", "--name", "bfvimg", "--wait", "bfvsrc")
+    assert (image["status"], image["size"]) == ("active", 0), image
+    shown = cloud.json("image", "show", "bfvimg")
+    properties = shown["properties"]
+    assert (properties["bdm_v2"], properties["root_device_name"]) == ("True", "/dev/vda")
+    (mapping,) = json.loads(properties["block_device_mapping"])
+    assert (mapping["source_type"], mapping["boot_index"], mapping["volume_size"]) == (
+        "snapshot", 0, 1)  # fmt: skip
+    # The root volume was snapshotted in place (forced: it is in use) and stays attached.
+    snapshot = cloud.json("volume", "snapshot", "show", mapping["snapshot_id"])
+    assert (snapshot["volume_id"], snapshot["status"]) == (source_root, "available")
+    wait_volume(cloud, source_root, "in-use")
+    assert source["id"] in {a["server_id"] for a in cloud.json("volume", "show", source_root)[
+        "attachments"]}  # fmt: skip
+
+    # A server booted from the image gets a new root volume made from the snapshot.
+    clone = boot(cloud, "bfvclone", "--image", "bfvimg")
+    (clone_root,) = attached_ids(cloud, "bfvclone")
+    root = wait_volume(cloud, clone_root, "in-use")
+    assert clone_root != source_root and root["snapshot_id"] == mapping["snapshot_id"]
+    assert root["attachments"][0]["server_id"] == clone["id"]
+    assert root["attachments"][0]["device"] == "/dev/vda"
+    # So does one asked for as --boot-from-volume with that image.
+    boot(cloud, "bfvclone2", "--image", "bfvimg", "--boot-from-volume", "1")
+    (second_root,) = attached_ids(cloud, "bfvclone2")
+    assert wait_volume(cloud, second_root, "in-use")["snapshot_id"] == mapping["snapshot_id"]
+
+    # Deleting the image keeps the snapshot, as Nova does.
+    cloud.openstack("image", "delete", "bfvimg")
+    assert cloud.openstack("image", "show", "bfvimg", check=False).returncode != 0
+    assert cloud.json("volume", "snapshot", "show", mapping["snapshot_id"])["status"] == "available"
+
+    for name in ("bfvclone", "bfvclone2", "bfvsrc"):
+        delete(cloud, name)
+    for volume in (clone_root, second_root):
+        wait_volume(cloud, volume, "available")
+        cloud.openstack("volume", "delete", volume)
+    cloud.openstack("volume", "snapshot", "delete", mapping["snapshot_id"])
+    wait_volume(cloud, source_root, "available")
+    deadline = time.monotonic() + 60
+    while cloud.openstack("volume", "delete", source_root, check=False).returncode != 0:
+        assert time.monotonic() < deadline, "the snapshot kept its volume"
+        time.sleep(0.5)
+    wait_gone(cloud, source_root)

@@ -1,203 +1,189 @@
 """Volumes in real guests on ``onestack up`` (root, qemu driver) with the real CLI.
 
 ``server add volume`` hot-plugs the volume: the guest sees /dev/vdb (typed into its serial
-console); data written there is read back by a second guest after ``server remove volume``
-and ``server add volume`` there; ``volume set --size 2`` while attached grows the disk the
-guest sees; the second guest boots from a volume made from the image; a restart of the
-agents keeps the attachment and a detach after it still reaches the guest. Needs root and
-QEMU (under CI=true: fails, never skips).
+console), makes an ext2 file system there, mounts it and writes a file; a second guest
+mounts it after ``server remove volume`` and ``server add volume`` there and reads the same
+checksum; ``volume set --size 2`` while attached grows the disk the guest sees; the second
+guest boots from a volume made from the image; a restart of the agents keeps the
+attachment and a detach after it still reaches the guest. A hot-plugged volume stays
+plugged and readable through suspend/resume, stop/start and a hard reboot (with a second
+one attached while the guest was suspended); swapping it for a larger volume under a
+mounted file system keeps the data. Needs root and QEMU (under CI=true: fails, never
+skips).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from onestack.compute.drivers.qemu.machine import Machine
-from onestack.compute.guest_image import MARKER
-from tests.acceptance.conftest import ADMIN_PASSWORD, BIN, Deployment, Process, free_port
+from tests.acceptance.conftest import Deployment, Process
+from tests.system.guest_console import (
+    GUEST_TOOLS,
+    admin_sdk,
+    boots,
+    checksum,
+    format_and_write,
+    guest_cloud,
+    mount,
+    server_status,
+    unmount,
+    until,
+    volume_status,
+    wait_booted,
+    wait_disk,
+    wait_disk_gone,
+)
+from tests.system.requirements import require
 
-TOOLS = ("qemu-system-x86_64", "qemu-img", "busybox", "mkfs.fat", "mcopy", "syslinux",
-         "genisoimage")  # fmt: skip
-BOOT_TIMEOUT = 150.0
-
-
-def _missing() -> list[str]:
-    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
-    if os.geteuid() != 0:
-        missing.append("root")
-    return missing
-
-
-if _missing():
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"needs {', '.join(_missing())}", pytrace=False)
-    pytest.skip(f"needs {', '.join(_missing())}", allow_module_level=True)
+ENV = {"ONESTACK_NETWORK__DRIVER": "noop"}
+require(*GUEST_TOOLS)
 
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    """A cloud with a QEMU host and two booted guests (no network data plane: quicker)."""
-    data_dir = tmp_path_factory.mktemp("volguest")
-    port = free_port()
-    process = Process(
-        ["up", "--port", str(port), "--data-dir", str(data_dir),
-         "--admin-password", ADMIN_PASSWORD],
-        data_dir / "onestack.out",
-        env={"ONESTACK_NETWORK__DRIVER": "noop"},
-    )  # fmt: skip
-    auth_url = f"http://127.0.0.1:{port}/identity/v3"
-    deployment = Deployment("volume-guests", auth_url, [process])
-    deployment.extra_env = {"data_dir": str(data_dir)}
-    try:
-        process.wait_ready(auth_url)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            hypervisors = deployment.json("hypervisor", "list")
-            if any(h["Hypervisor Type"] == "QEMU" and h["State"] == "up" for h in hypervisors):
-                break
-            time.sleep(1)
-        else:
-            pytest.fail(f"no QEMU hypervisor came up: {hypervisors}")
-        image = data_dir / "guest.qcow2"
-        subprocess.run([str(BIN / "onestack"), "guest-image", "build", "--output", str(image)],
-                       check=True, capture_output=True)  # fmt: skip
-        deployment.openstack("image", "create", "--file", str(image), "--disk-format", "qcow2",
-                             "--container-format", "bare", "guest")  # fmt: skip
-        deployment.openstack("network", "create", "volnet")
-        deployment.openstack("subnet", "create", "--network", "volnet", "--subnet-range",
-                             "10.78.0.0/24", "volsub")  # fmt: skip
-        # vm-b boots from a volume made from the image.
-        for name, options in (("vm-a", []), ("vm-b", ["--boot-from-volume", "1"])):
-            deployment.openstack("server", "create", "--image", "guest", "--flavor", "m1.tiny",
-                                 "--network", "volnet", *options, name)  # fmt: skip
-        for name in ("vm-a", "vm-b"):
-            _marker(deployment, name)
+    """A cloud with a QEMU host and two booted guests (no network data plane: quicker);
+    vm-b boots from a volume made from the image."""
+    servers = {"vm-a": [], "vm-b": ["--boot-from-volume", "1"]}
+    with guest_cloud(tmp_path_factory.mktemp("volguest"), ENV, "10.78.0.0/24",
+                     servers) as deployment:  # fmt: skip
         yield deployment
-    finally:
-        for name in ("vm-a", "vm-b"):
-            deployment.openstack("server", "delete", "--wait", name, check=False)
-        current = deployment.processes[0]
-        assert current.stop() == 0, current.log.read_text()[-2000:]
-
-
-def _marker(cloud: Deployment, name: str) -> None:
-    deadline = time.monotonic() + BOOT_TIMEOUT
-    while time.monotonic() < deadline:
-        console = cloud.openstack("console", "log", "show", name, check=False).stdout
-        if MARKER in console:
-            return
-        time.sleep(2)
-    pytest.fail(f"{name} did not boot:\n{console[-2000:]}")
-
-
-def _serial(cloud: Deployment, name: str, command: str, expect: str, timeout: float = 30) -> str:
-    """Type ``command`` into the guest's serial shell; its output up to ``expect``."""
-    server_id = cloud.json("server", "show", name)["id"]
-    root = Path(cloud.extra_env["data_dir"]) / "compute"
-    (directory,) = [p.resolve() for p in root.glob(f"*/instances/{server_id}")]
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.connect(str(Machine(directory).serial_socket))
-        sock.settimeout(0.5)
-        sock.sendall(b"\n" + command.encode() + b"\n")
-        seen = b""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and expect.encode() not in seen:
-            try:
-                seen += sock.recv(4096)
-            except TimeoutError:
-                continue
-    text = seen.decode(errors="replace")
-    assert expect in text, f"{name}: no {expect!r} after {command!r}:\n{text[-1500:]}"
-    return text
-
-
-def _until(cloud: Deployment, name: str, command: str, expect: str, timeout: float = 60) -> None:
-    """Run ``command`` in the guest until its output shows ``expect``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            _serial(cloud, name, command, expect, timeout=5)
-            return
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1)
-
-
-def _volume(cloud: Deployment, name: str, status: str, timeout: float = 90) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        volume: dict[str, Any] = cloud.json("volume", "show", name)
-        if volume["status"] == status:
-            return volume
-        assert not volume["status"].startswith("error"), volume
-        assert time.monotonic() < deadline, f"{name} stayed {volume['status']}"
-        time.sleep(0.5)
 
 
 def test_boot_from_volume(cloud: Deployment) -> None:
     (root,) = cloud.json("server", "show", "vm-b")["volumes_attached"]
     volume = cloud.json("volume", "show", root["id"])
     assert volume["status"] == "in-use" and volume["attachments"][0]["device"] == "/dev/vda"
-    _until(cloud, "vm-b", "ls /sys/block | sed 's/^vda$/root-vda/'", "root-vda")
+    until(cloud, "vm-b", "ls /sys/block | sed 's/^vda$/root-vda/'", "root-vda")
 
 
 def test_volume_moves_between_guests_and_grows(cloud: Deployment) -> None:
     cloud.openstack("volume", "create", "--size", "1", "data1")
-    _volume(cloud, "data1", "available")
+    volume_status(cloud, "data1", "available")
     started = time.monotonic()
     cloud.openstack("server", "add", "volume", "vm-a", "data1")
-    _volume(cloud, "data1", "in-use")
-    # The command prints the device list with a suffix, so the echo of the typed line
-    # itself cannot match.
-    _until(cloud, "vm-a", "ls /sys/block | sed 's/^vdb$/vdb-present/'", "vdb-present")
+    volume_status(cloud, "data1", "in-use")
+    wait_disk(cloud, "vm-a")
     print(f"attach → /dev/vdb in the guest {time.monotonic() - started:.1f} s")
 
-    token = f"onestack-{uuid.uuid4().hex[:12]}"
-    _serial(cloud, "vm-a", f"echo {token} | dd of=/dev/vdb bs=512 count=1 conv=sync "
-                           "2>/dev/null; sync; echo wr''itten", "written")  # fmt: skip
+    # Formatted, mounted and written in the first guest; read in the second.
+    written = format_and_write(cloud, "vm-a", f"onestack-{uuid.uuid4().hex[:12]}")
     cloud.openstack("server", "remove", "volume", "vm-a", "data1")
-    _volume(cloud, "data1", "available")
-    _until(cloud, "vm-a", "ls /sys/block | grep -c vdb | sed 's/^0$/vdb-gone/'", "vdb-gone")
+    volume_status(cloud, "data1", "available")
+    wait_disk_gone(cloud, "vm-a")
 
     cloud.openstack("server", "add", "volume", "vm-b", "data1")
-    _volume(cloud, "data1", "in-use")
-    _until(cloud, "vm-b", "ls /sys/block | sed 's/^vdb$/vdb-present/'", "vdb-present")
-    read = token.replace("onestack-", "ONESTACK-")
-    _serial(cloud, "vm-b", "dd if=/dev/vdb bs=512 count=1 2>/dev/null | head -n 1 | "
-                           "sed 's/onestack-/ONESTACK-/'", read)  # fmt: skip
+    volume_status(cloud, "data1", "in-use")
+    wait_disk(cloud, "vm-b")
+    mount(cloud, "vm-b")
+    assert checksum(cloud, "vm-b") == written
+    unmount(cloud, "vm-b")
 
     # Grown while attached: the guest sees 2 GiB (in 512-byte sectors).
     cloud.openstack("volume", "set", "--size", "2", "data1")
-    _until(cloud, "vm-b", "cat /sys/block/vdb/size | sed 's/^4194304$/grown-to-2g/'",
-           "grown-to-2g")  # fmt: skip
-    assert _volume(cloud, "data1", "in-use")["size"] == 2
+    until(cloud, "vm-b", "cat /sys/block/vdb/size | sed 's/^4194304$/grown-to-2g/'",
+          "grown-to-2g")  # fmt: skip
+    assert volume_status(cloud, "data1", "in-use")["size"] == 2
 
     # Both agents restart (the whole cloud does; the guests run on): the attachment holds,
     # and detaching afterwards still takes the disk out of the guest.
     _restart(cloud)
-    assert _volume(cloud, "data1", "in-use")["attachments"][0]["device"] == "/dev/vdb"
+    assert volume_status(cloud, "data1", "in-use")["attachments"][0]["device"] == "/dev/vdb"
     cloud.openstack("server", "remove", "volume", "vm-b", "data1")
-    _volume(cloud, "data1", "available")
-    _until(cloud, "vm-b", "ls /sys/block | grep -c vdb | sed 's/^0$/vdb-gone/'", "vdb-gone")
+    volume_status(cloud, "data1", "available")
+    wait_disk_gone(cloud, "vm-b")
     cloud.openstack("volume", "delete", "data1")
+
+
+def test_hot_plugged_volume_survives_suspend_stop_and_hard_reboot(cloud: Deployment) -> None:
+    cloud.openstack("volume", "create", "--size", "1", "data2")
+    volume_status(cloud, "data2", "available")
+    cloud.openstack("server", "add", "volume", "vm-a", "data2")
+    volume_status(cloud, "data2", "in-use")
+    wait_disk(cloud, "vm-a")
+    written = format_and_write(cloud, "vm-a", f"onestack-{uuid.uuid4().hex[:12]}")
+
+    # Resumed from saved memory, the guest has its disk where it left it (mounted through it).
+    mount(cloud, "vm-a")
+    cloud.openstack("server", "suspend", "vm-a")
+    server_status(cloud, "vm-a", "SUSPENDED")
+    # A volume attached while suspended is plugged once the guest runs again.
+    cloud.openstack("volume", "create", "--size", "1", "data2b")
+    volume_status(cloud, "data2b", "available")
+    cloud.openstack("server", "add", "volume", "vm-a", "data2b")
+    volume_status(cloud, "data2b", "in-use")
+    cloud.openstack("server", "resume", "vm-a")
+    server_status(cloud, "vm-a", "ACTIVE")
+    wait_disk(cloud, "vm-a", "vdc")
+    unmount(cloud, "vm-a")
+    mount(cloud, "vm-a")
+    assert checksum(cloud, "vm-a") == written
+    unmount(cloud, "vm-a")
+
+    # A cold start and a hard reboot boot the guest again with the volume plugged.
+    for stop, start in ((("stop",), ("start",)), (None, ("reboot", "--hard"))):
+        before = boots(cloud, "vm-a")
+        if stop:
+            cloud.openstack("server", *stop, "vm-a")
+            server_status(cloud, "vm-a", "SHUTOFF")
+        cloud.openstack("server", *start, "vm-a")
+        server_status(cloud, "vm-a", "ACTIVE")
+        wait_booted(cloud, "vm-a", before)
+        wait_disk(cloud, "vm-a")
+        wait_disk(cloud, "vm-a", "vdc")
+        mount(cloud, "vm-a")
+        assert checksum(cloud, "vm-a") == written, f"after {' '.join(start)}"
+        unmount(cloud, "vm-a")
+    assert (
+        volume_status(cloud, "data2", "in-use")["attachments"][0]["server_id"]
+        == (cloud.json("server", "show", "vm-a")["id"])
+    )
+    for volume in ("data2", "data2b"):
+        cloud.openstack("server", "remove", "volume", "vm-a", volume)
+        volume_status(cloud, volume, "available")
+    wait_disk_gone(cloud, "vm-a", "vdb")
+    wait_disk_gone(cloud, "vm-a", "vdc")
+    cloud.openstack("volume", "delete", "data2", "data2b")
+
+
+def test_swap_volume_in_a_running_guest(cloud: Deployment) -> None:
+    cloud.openstack("volume", "create", "--size", "1", "swap-old")
+    cloud.openstack("volume", "create", "--size", "2", "swap-new")
+    old = volume_status(cloud, "swap-old", "available")
+    new = volume_status(cloud, "swap-new", "available")
+    cloud.openstack("server", "add", "volume", "vm-a", "swap-old")
+    volume_status(cloud, "swap-old", "in-use")
+    wait_disk(cloud, "vm-a")
+    written = format_and_write(cloud, "vm-a", f"onestack-{uuid.uuid4().hex[:12]}")
+
+    # Swapped under a mounted file system (no CLI command swaps: openstacksdk does).
+    mount(cloud, "vm-a")
+    server_id = cloud.json("server", "show", "vm-a")["id"]
+    admin_sdk(cloud).compute.update_volume_attachment(server_id, old["id"], volume_id=new["id"])
+    volume_status(cloud, "swap-new", "in-use")
+    volume_status(cloud, "swap-old", "available")
+    attached = cloud.json("server", "show", "vm-a")["volumes_attached"]
+    assert new["id"] in [v["id"] for v in attached] and old["id"] not in str(attached)
+    # Read back from the new volume (remounted: nothing from the page cache) at its size.
+    unmount(cloud, "vm-a")
+    mount(cloud, "vm-a")
+    assert checksum(cloud, "vm-a") == written
+    unmount(cloud, "vm-a")
+    until(cloud, "vm-a", "cat /sys/block/vdb/size | sed 's/^4194304$/swapped-2g/'",
+          "swapped-2g")  # fmt: skip
+    cloud.openstack("server", "remove", "volume", "vm-a", "swap-new")
+    volume_status(cloud, "swap-new", "available")
+    wait_disk_gone(cloud, "vm-a")
+    cloud.openstack("volume", "delete", "swap-old", "swap-new")
 
 
 def _restart(cloud: Deployment) -> None:
     old = cloud.processes[0]
     assert old.stop() == 0, old.log.read_text()[-2000:]
-    new = Process(old.args, old.log.with_suffix(".restarted"),
-                  env={"ONESTACK_NETWORK__DRIVER": "noop"})  # fmt: skip
+    new = Process(old.args, old.log.with_suffix(".restarted"), env=ENV)
     cloud.processes[0] = new
     new.wait_ready(cloud.auth_url)
     deadline = time.monotonic() + 60

@@ -39,10 +39,11 @@ from onestack.volume.backups import (
     backup_payload,
     chain_of,
     start_restore,
+    volume_meta,
 )
 from onestack.volume.lifecycle import invalid_volume
 from onestack.volume.models import Backup, Snapshot, Volume
-from onestack.volume.payloads import volume_payload
+from onestack.volume.payloads import snapshot_payload, volume_payload
 from onestack.volume.rpc import backup_topic
 from onestack.volume.usage import backup_usage, volume_usage
 from onestack.volume.views import backup_detail, backup_summary
@@ -60,6 +61,10 @@ def invalid_backup(message: str) -> APIError:
     return BadRequest(f"Invalid backup: {message}")
 
 
+def invalid_snapshot(message: str) -> APIError:
+    return BadRequest(f"Invalid snapshot: {message}")
+
+
 @routes.post("/v3/backups")
 async def create_backup(request: Request) -> Response:
     body = body_of(await json_body(request), "backup")
@@ -75,11 +80,18 @@ async def create_backup(request: Request) -> Response:
     async with service(request).db.session() as session:
         volume = await fetch(request, session, Volume, volume_id, "Volume")
         context = enforce(request, "write", owner(volume))
+        snapshot = None
         if body.get("snapshot_id"):
             snapshot = await fetch(request, session, Snapshot, str(body["snapshot_id"]), "Snapshot")
             if snapshot.volume_id != volume.id:
                 raise invalid(f"Snapshot {snapshot.id} is not a snapshot of volume {volume.id}.")
-        allowed = ("available", "in-use") if force else ("available",)
+            if snapshot.status != "available":
+                raise invalid_snapshot(
+                    f"Snapshot to be backed up must be available, but the current status is "
+                    f'"{snapshot.status}".'
+                )
+        # A snapshot's backup reads the snapshot, never the (maybe attached) volume.
+        allowed = ("available", "in-use") if force or snapshot else ("available",)
         if volume.status not in allowed:
             raise invalid_volume(
                 f"Volume to be backed up must be available or in-use, but the current status "
@@ -102,26 +114,36 @@ async def create_backup(request: Request) -> Response:
         host = await backup_host(service(request), volume_host)
     except NoBackupService as exc:
         raise APIError(str(exc), status=503) from None
+    size = snapshot.size if snapshot else volume.size
     async with (
-        quota_held(request, volume.project_id, backup_usage(volume.size)),
+        quota_held(request, volume.project_id, backup_usage(size)),
         service(request).db.session() as session,
     ):
-        changed = await session.execute(
-            update(Volume)
-            .where(Volume.id == volume.id, Volume.status.in_(allowed))
-            .values(status="backing-up", previous_status=Volume.status)
-        )
-        if not affected(changed):
-            raise invalid_volume("Volume status changed meanwhile; try again.")
+        if snapshot is None:
+            changed = await session.execute(
+                update(Volume)
+                .where(Volume.id == volume.id, Volume.status.in_(allowed))
+                .values(status="backing-up", previous_status=Volume.status)
+            )
+            if not affected(changed):
+                raise invalid_volume("Volume status changed meanwhile; try again.")
+        else:
+            changed = await session.execute(
+                update(Snapshot)
+                .where(Snapshot.id == snapshot.id, Snapshot.status == "available")
+                .values(status="backing-up")
+            )
+            if not affected(changed):
+                raise invalid_snapshot("Snapshot status changed meanwhile; try again.")
         backup = Backup(
             project_id=volume.project_id,
             user_id=context.user_id,
             volume_id=volume.id,
-            snapshot_id=body.get("snapshot_id"),
+            snapshot_id=snapshot.id if snapshot else None,
             name=name,
             description=description,
             status="creating",
-            size=volume.size,
+            size=size,
             availability_zone=volume.availability_zone,
             host=host,
             container=container,
@@ -143,9 +165,16 @@ async def create_backup(request: Request) -> Response:
         current = await session.get(Volume, volume.id)
         assert current is not None
         payload = await volume_payload(session, current)
+        kept = volume_meta(current)
+        source = snapshot_payload(snapshot) if snapshot else None
         rendered = backup_summary(request, backup)
     await service(request).bus.cast(
-        backup_topic(host), "create_backup", chain=chain, volume=payload
+        backup_topic(host),
+        "create_backup",
+        chain=chain,
+        volume=payload,
+        volume_meta=kept,
+        snapshot=source,
     )
     return JSONResponse({"backup": rendered}, status_code=202)
 

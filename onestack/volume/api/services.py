@@ -62,6 +62,8 @@ async def update_service(request: Request) -> Response:
     if not isinstance(host, str) or not isinstance(binary, str):
         raise invalid("host and binary are required.")
     reason = text_field(body, "disabled_reason") if action == "disable-log-reason" else None
+    if action == "disable-log-reason" and not (reason and reason.strip()):
+        raise invalid("Disabled reason contains invalid characters or is too long.")
     registry = service(request).services
     records = [r for r in await registry.list(binary=binary, host=host)]
     if not records:
@@ -72,6 +74,7 @@ async def update_service(request: Request) -> Response:
         "host": host,
         "binary": binary,
         "status": "disabled" if disabled else "enabled",
+        "disabled": disabled,
     }
     if action == "disable-log-reason":
         answer["disabled_reason"] = reason
@@ -119,6 +122,7 @@ async def show_capabilities(request: Request) -> Response:
             "vendor_name": caps.get("vendor_name"),
             "visibility": "pool",
             "description": None,
+            "display_name": None,
             "replication_targets": [],
             "properties": {
                 "thin_provisioning": {

@@ -16,6 +16,7 @@ from onestack.core.asgi.errors import APIError
 from onestack.core.asgi.request import json_body
 from onestack.core.asgi.routing import RouteTable
 from onestack.core.db import affected
+from onestack.volume import migration
 from onestack.volume.api.common import (
     as_bool,
     as_size,
@@ -46,6 +47,8 @@ VOLUME_STATUSES = (
     "restoring-backup", "error_backing-up", "error_restoring", "error_extending",
     "downloading", "uploading", "retyping", "extending", "reverting",
 )  # fmt: skip
+# An in-use volume moves by compute swapping its server onto the copy (migration.py).
+MIGRATABLE = ("available", "in-use")
 DISK_FORMATS = ("raw", "qcow2", "vmdk", "vdi", "vhd", "vhdx")
 
 
@@ -172,11 +175,13 @@ async def migrate(request: Request, volume: Volume, argument: Any) -> Response:
     if backend_of(volume.host) == backend_of(host):
         raise invalid_volume("The destination is the volume's own backend.")
     async with service(request).db.session() as session:
-        if volume.status != "available":
-            raise invalid_volume(f"Volume status must be available (it is {volume.status}).")
+        if volume.status not in MIGRATABLE:
+            raise invalid_volume(
+                f"Volume status must be available or in-use (it is {volume.status})."
+            )
         changed = await session.execute(
             update(Volume)
-            .where(Volume.id == volume.id, Volume.status == "available")
+            .where(Volume.id == volume.id, Volume.status.in_(MIGRATABLE))
             .where(
                 (Volume.migration_status.is_(None))
                 | (Volume.migration_status.in_(("success", "error")))
@@ -187,6 +192,29 @@ async def migrate(request: Request, volume: Volume, argument: Any) -> Response:
             raise invalid_volume("Volume is already being migrated.")
     await service(request).scheduler.cast("migrate_volume", volume_id=volume.id, host=host)
     return Response(status_code=202)
+
+
+@action("os-migrate_volume_completion", rule="admin")
+async def migrate_completion(request: Request, volume: Volume, argument: Any) -> Response:
+    """Compute ended the swap block storage asked for (an in-use volume migrating)."""
+    body = _member(argument, "os-migrate_volume_completion")
+    target_id = body.get("new_volume")
+    if not isinstance(target_id, str) or not target_id:
+        raise invalid("new_volume is required.")
+    error = body.get("error", False)
+    if not isinstance(error, bool):
+        raise invalid("error must be a boolean.")
+    async with service(request).db.session() as session:
+        target = await session.get(Volume, target_id)
+    if target is None or migration.source_of(target) != volume.id:
+        raise invalid_volume(f"Volume {target_id} is not the migration destination of {volume.id}.")
+    if volume.migration_status != "migrating":
+        raise invalid_volume(f"Volume {volume.id} is not migrating.")
+    if error:
+        await migration.fail(service(request), volume.id, target_id, "compute could not swap")
+    else:
+        await migration.complete(service(request), volume.id, target_id)
+    return JSONResponse({"save_volume_id": volume.id})
 
 
 @action("revert")

@@ -102,25 +102,56 @@ class BackupAgent:
             raise BackupError("this backup agent cannot reach object storage")
         return ObjectStore(self.client)
 
-    async def _connect(self, volume: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    async def _connect(
+        self, volume: dict[str, Any], snapshot: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Have the volume's agent export the volume, or one of its snapshots, to this host."""
         connector = {"host": self.host, "purpose": "backup"}
-        connection = await self.agents.call(
-            volume["host"], "initialize_connection", volume=volume, connector=connector
-        )
+        if snapshot is None:
+            connection = await self.agents.call(
+                volume["host"], "initialize_connection", volume=volume, connector=connector
+            )
+        else:
+            connection = await self.agents.call(
+                volume["host"],
+                "initialize_snapshot_connection",
+                snapshot=snapshot,
+                connector=connector,
+            )
         return connection, connector
 
-    async def _disconnect(self, volume: dict[str, Any], connector: dict[str, Any]) -> None:
+    async def _disconnect(
+        self,
+        volume: dict[str, Any],
+        connector: dict[str, Any],
+        snapshot: dict[str, Any] | None = None,
+    ) -> None:
         try:
-            await self.agents.call(
-                volume["host"], "terminate_connection", volume=volume, connector=connector
-            )
+            if snapshot is None:
+                await self.agents.call(
+                    volume["host"], "terminate_connection", volume=volume, connector=connector
+                )
+            else:
+                await self.agents.call(
+                    volume["host"],
+                    "terminate_snapshot_connection",
+                    snapshot=snapshot,
+                    connector=connector,
+                )
         except Exception:
             log.exception("volume %s: the backup export could not be ended", volume["id"])
 
     # Create ---------------------------------------------------------------------------
 
-    async def create_backup(self, chain: list[dict[str, Any]], volume: dict[str, Any]) -> None:
-        """Back ``volume`` up as ``chain[-1]`` (an incremental of ``chain[-2]`` if any)."""
+    async def create_backup(
+        self,
+        chain: list[dict[str, Any]],
+        volume: dict[str, Any],
+        volume_meta: dict[str, Any] | None = None,
+        snapshot: dict[str, Any] | None = None,
+    ) -> None:
+        """Back ``volume`` (or its ``snapshot``) up as ``chain[-1]`` (an incremental of
+        ``chain[-2]`` if any); ``volume_meta`` is kept in the metadata object for restores."""
         backup = chain[-1]
         written: list[str] = []
         try:
@@ -131,12 +162,15 @@ class BackupAgent:
                 parent_prefix = chain[-2]["object_prefix"]
                 raw = await store.get(chain[-2]["container"], metadata_name(parent_prefix))
                 parent = BackupMetadata.from_bytes(raw)
-            connection, connector = await self._connect(volume)
+            # A snapshot holds the volume's data at its own size.
+            source = {**volume, "size": snapshot["size"]} if snapshot else volume
+            connection, connector = await self._connect(volume, snapshot)
             try:
                 async with device.readable(connection, self.scratch) as path:
-                    metadata = await self._send(store, backup, volume, path, parent, written)
+                    metadata = await self._send(store, backup, source, path, parent, written)
             finally:
-                await self._disconnect(volume, connector)
+                await self._disconnect(volume, connector, snapshot)
+            metadata.volume_meta = volume_meta or {}
             await store.put(
                 backup["container"], metadata_name(backup["object_prefix"]), metadata.to_bytes()
             )
@@ -257,7 +291,12 @@ class BackupAgent:
                 reason=_why(exc),
             )
             return
-        await self.reports.report("backup_restored", backup_id=backup["id"], volume_id=volume["id"])
+        await self.reports.report(
+            "backup_restored",
+            backup_id=backup["id"],
+            volume_id=volume["id"],
+            volume_meta=metadata.volume_meta,
+        )
 
     async def _receive(
         self, store: ObjectStore, backup: dict[str, Any], metadata: BackupMetadata, path: Path

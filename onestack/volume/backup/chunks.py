@@ -45,6 +45,9 @@ class BackupMetadata:
     parent_id: str | None = None
     chunks: list[ChunkRecord] = field(default_factory=list)
     version: int = FORMAT_VERSION
+    # What the volume was (``bootable``, ``image_metadata``): a restore gives it back, as
+    # Cinder restores a bootable volume's flag and Glance metadata.
+    volume_meta: dict[str, Any] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
         return json.dumps(asdict(self)).encode()

@@ -171,6 +171,23 @@ class VolumeDriver(abc.ABC):
     async def copy_volume_from(self, volume: VolumeRef, source: dict[str, Any]) -> None:
         """Fill a new volume from another backend's export (``connection_info``): migration."""
 
+    async def initialize_snapshot_connection(
+        self, snapshot: SnapshotRef, connector: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Export a snapshot's data, read-only, to the host ``connector`` describes (a backup
+        of the snapshot reads it); Cinder's ``initialize_connection_snapshot``."""
+        raise VolumeDriverError(f"the {self.name} backend cannot export snapshots")
+
+    async def terminate_snapshot_connection(  # noqa: B027 - only exporting drivers act
+        self, snapshot: SnapshotRef, connector: dict[str, Any]
+    ) -> None:
+        """End a snapshot's export to that host."""
+
+    async def rename_volume(self, volume: VolumeRef, new_id: str) -> str | None:
+        """Give the volume's data the name of volume ``new_id`` (a migrated in-use volume
+        takes over the copy made for it); the new provider location."""
+        raise VolumeDriverError(f"the {self.name} backend cannot rename volume data")
+
     @abc.abstractmethod
     async def local_path(self, volume: VolumeRef) -> tuple[Path, str]:
         """Where the volume's data is on this host, and its format (raw or qcow2)."""

@@ -69,6 +69,10 @@ class FakeDriver(VolumeDriver):
         self._need(source.id)
         return await self.create_volume(volume)
 
+    async def rename_volume(self, volume: VolumeRef, new_id: str) -> str | None:
+        self.volumes[new_id] = self.volumes.pop(volume.id, volume.size)
+        return f"fake://{new_id}"
+
     async def delete_volume(self, volume: VolumeRef) -> None:
         self.volumes.pop(volume.id, None)
 

@@ -139,6 +139,13 @@ class FileDriver(VolumeDriver):
             tmp.unlink(missing_ok=True)
         return str(final)
 
+    async def rename_volume(self, volume: VolumeRef, new_id: str) -> str | None:
+        path, image_format = self._volume(volume)
+        final = self._new("volume", new_id, image_format)
+        # A rename keeps the inode: a guest that opened the file keeps writing to it.
+        path.rename(final)
+        return str(final)
+
     async def _copy_into_new(
         self, volume: VolumeRef, source: str, source_format: str, *, share: bool = True
     ) -> str:
@@ -249,6 +256,27 @@ class FileDriver(VolumeDriver):
     async def terminate_connection(self, volume: VolumeRef, connector: dict[str, Any]) -> None:
         if not self._is_local(connector):
             await self.exporter.release(volume.id, str(connector.get("host")))
+
+    async def initialize_snapshot_connection(
+        self, snapshot: SnapshotRef, connector: dict[str, Any]
+    ) -> dict[str, Any]:
+        path, image_format = self._snapshot(snapshot)
+        common = {"snapshot_id": snapshot.id, "access_mode": "ro"}
+        if self._is_local(connector):
+            return {
+                "driver_volume_type": "file",
+                "data": {**common, "path": str(path), "format": image_format},
+            }
+        target = await self.exporter.export(
+            snapshot.id, path, image_format, str(connector.get("host")), writable=False
+        )
+        return {"driver_volume_type": "nbd", "data": {**common, **target}}
+
+    async def terminate_snapshot_connection(
+        self, snapshot: SnapshotRef, connector: dict[str, Any]
+    ) -> None:
+        if not self._is_local(connector):
+            await self.exporter.release(snapshot.id, str(connector.get("host")))
 
     # Data copies -------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import socket
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,18 +114,23 @@ class NbdExporter:
                 str(pidfile),
                 "--daemonize",
             ]
-            try:
-                process = await asyncio.create_subprocess_exec(
-                    "qemu-storage-daemon",
-                    *args,
-                    stdout=asyncio.subprocess.DEVNULL,
-                    stderr=asyncio.subprocess.PIPE,
-                )
-            except FileNotFoundError:
-                raise VolumeDriverError(
-                    "qemu-storage-daemon is not installed (Debian: qemu-system-common)"
-                ) from None
-            _, err = await process.communicate()
+            # Errors go to a file, not a pipe: the daemonized child may hold a pipe open
+            # (it does under uvloop), so reading it to the end would wait for the daemon.
+            with tempfile.TemporaryFile() as errors:
+                try:
+                    process = await asyncio.create_subprocess_exec(
+                        "qemu-storage-daemon",
+                        *args,
+                        stdout=asyncio.subprocess.DEVNULL,
+                        stderr=errors,
+                    )
+                except FileNotFoundError:
+                    raise VolumeDriverError(
+                        "qemu-storage-daemon is not installed (Debian: qemu-system-common)"
+                    ) from None
+                await process.wait()
+                errors.seek(0)
+                err = errors.read()
             if process.returncode == 0:
                 pid = int(pidfile.read_text().strip())
                 return Export(volume_id, port, pid)

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from onestack.core.db import affected
+from onestack.volume import migration
 from onestack.volume.models import Backend, Volume, VolumeType
 from onestack.volume.payloads import backend_of, volume_payload
 from onestack.volume.reports import without_extending
@@ -178,11 +179,9 @@ class VolumeScheduler:
                 "migration policy is 'never'.",
             )
             return
-        if payload["status"] == "in-use" or payload["host"] is None:
+        if payload["host"] is None:
             await self._retype_failed(
-                volume_id,
-                new_type,
-                "Retype failed: attached volumes cannot move to another backend.",
+                volume_id, new_type, "Retype failed: the volume has no backend."
             )
             return
         try:
@@ -224,6 +223,10 @@ class VolumeScheduler:
         new_type_id: str | None,
     ) -> None:
         pool = target.capabilities.get("volume_backend_name") or target.host.partition("@")[2]
+        dest_host = f"{target.host}#{pool}"
+        if payload["attach_status"] == "attached":
+            await migration.start(self.service, volume_id, dest_host, new_type_id)
+            return
         async with self.service.db.session() as session:
             await session.execute(
                 update(Volume).where(Volume.id == volume_id).values(migration_status="migrating")
@@ -233,7 +236,7 @@ class VolumeScheduler:
             payload["host"],
             "migrate_volume",
             volume=payload,
-            dest_host=f"{target.host}#{pool}",
+            dest_host=dest_host,
             new_type_id=new_type_id,
         )
 

@@ -39,6 +39,18 @@ async def backup(cloud: VolumeCloud, volume_id: str, **extra: Any) -> dict[str, 
     return await cloud.wait("backup", created.json()["backup"]["id"], ("available", "error"))
 
 
+async def attached(cloud: VolumeCloud, volume_id: str) -> dict[str, Any]:
+    """An attachment to another host, completed: the volume is ``in-use``."""
+    reserved = await cloud.v3(
+        "POST",
+        "/attachments",
+        json={"attachment": {"volume_uuid": volume_id, "connector": {"host": "elsewhere"}}},
+    )
+    attachment: dict[str, Any] = reserved.json()["attachment"]
+    await cloud.v3("POST", f"/attachments/{attachment['id']}/action", json={"os-complete": None})
+    return attachment
+
+
 async def restored(cloud: VolumeCloud, backup_id: str, **body: Any) -> dict[str, Any]:
     response = await cloud.v3("POST", f"/backups/{backup_id}/restore", json={"restore": body})
     assert response.status_code == 202, response.text
@@ -111,13 +123,7 @@ async def test_backup_rules(volume_cloud: VolumeCloud) -> None:
         "POST", "/backups", json={"backup": {"volume_id": volume["id"], "incremental": True}}
     )
     assert no_parent.status_code == 400 and "No backups available" in no_parent.text
-    reserved = await cloud.v3(
-        "POST",
-        "/attachments",
-        json={"attachment": {"volume_uuid": volume["id"], "connector": {"host": "elsewhere"}}},
-    )
-    attachment = reserved.json()["attachment"]
-    await cloud.v3("POST", f"/attachments/{attachment['id']}/action", json={"os-complete": None})
+    attachment = await attached(cloud, volume["id"])
     in_use = await cloud.v3("POST", "/backups", json={"backup": {"volume_id": volume["id"]}})
     assert in_use.status_code == 400 and "in-use" in in_use.text
     forced = await backup(cloud, volume["id"], force=True)

@@ -50,16 +50,20 @@ async def upload_image(
     return image
 
 
-async def test_volume_from_image_and_back(volume_cloud: VolumeCloud, tmp_path: Path) -> None:
-    cloud = volume_cloud
-    image = await upload_image(cloud, "guest", await qcow2_with_pattern(tmp_path), "qcow2")
-    created = await cloud.v3(
-        "POST", "/volumes", json={"volume": {"size": 1, "imageRef": image["id"]}}
-    )
+async def volume_from_image(cloud: VolumeCloud, image_id: str) -> dict[str, Any]:
+    """A 1 GiB volume made from an image, once available (and bootable)."""
+    created = await cloud.v3("POST", "/volumes", json={"volume": {"size": 1, "imageRef": image_id}})
     assert created.status_code == 202, created.text
     volume = await cloud.wait("volume", created.json()["volume"]["id"], ("available", "error"))
     assert volume["status"] == "available"
     assert volume["bootable"] == "true"
+    return volume
+
+
+async def test_volume_from_image_and_back(volume_cloud: VolumeCloud, tmp_path: Path) -> None:
+    cloud = volume_cloud
+    image = await upload_image(cloud, "guest", await qcow2_with_pattern(tmp_path), "qcow2")
+    volume = await volume_from_image(cloud, image["id"])
     assert volume["volume_image_metadata"]["image_id"] == image["id"]
     assert volume["volume_image_metadata"]["disk_format"] == "qcow2"
     path = cloud.path_of(volume["id"], volume["os-vol-host-attr:host"].rpartition("#")[2])
