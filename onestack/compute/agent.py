@@ -18,6 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from onestack.compute.agent_interfaces import InterfaceCalls
 from onestack.compute.agent_volumes import AgentVolumes, VolumeCasts
 from onestack.compute.drivers import default_driver, load_driver
 from onestack.compute.drivers.base import ComputeDriver, DriverError, InstanceSpec, PowerState
@@ -79,6 +80,7 @@ class ComputeAgent:
         self.host = host or self.config.host or socket.gethostname()
         self.driver_name = driver or default_driver(settings)
         self.driver: ComputeDriver = load_driver(self.driver_name, settings)
+        self.driver.fetch_image = self.fetch_image
         self.client = client
         self.conductor = ConductorClient(bus)
         self.vif_events = VifEvents()
@@ -264,9 +266,9 @@ class ComputeAgent:
         try:
             if action == "reboot":
                 await driver.reboot(spec, hard=bool(args.get("hard")))
-            elif action == "stop":
+            elif action in ("stop", "soft_delete"):
                 await driver.power_off(spec)
-            elif action == "start":
+            elif action in ("start", "restore"):
                 await driver.power_on(spec, vifs, await self.volumes.devices(spec.uuid))
             elif action == "pause":
                 await driver.pause(spec)
@@ -330,7 +332,7 @@ class ComputeAgent:
         )
 
 
-class AgentHandler(VolumeCasts):
+class AgentHandler(VolumeCasts, InterfaceCalls):
     """The bus face of an agent: casts start background work, calls answer."""
 
     def __init__(self, agent: ComputeAgent):
@@ -364,6 +366,12 @@ class AgentHandler(VolumeCasts):
     async def console_output(self, instance: dict[str, Any], length: int | None = None) -> str:
         return await self.agent.driver.console_output(spec_of(instance), length)
 
+    async def diagnostics(self, instance: dict[str, Any]) -> dict[str, Any]:
+        return asdict(await self.agent.driver.diagnostics(spec_of(instance)))
+
+    async def set_admin_password(self, instance: dict[str, Any], password: str) -> None:
+        await self.agent.driver.set_admin_password(spec_of(instance), password)
+
     async def vnc_address(self, instance: dict[str, Any]) -> list[Any]:
         host, port = await self.agent.driver.vnc_address(spec_of(instance))
         return [host, port]
@@ -387,9 +395,24 @@ class AgentHandler(VolumeCasts):
         await agent.driver.import_disks(spec_of(old), source)
         await agent.driver.resize_disks(spec_of(old), spec)
         ports = await self._rebind(instance)
-        if power_on:
-            await agent.driver.power_on(spec, [vif_of(p) for p in ports], [])
+        await self._reconnect_volumes(instance, ports, power_on)
         return {"ports": ports, "power_state": int(await agent.driver.power_state(spec))}
+
+    async def _reconnect_volumes(
+        self, instance: dict[str, Any], ports: list[dict[str, Any]], power_on: bool
+    ) -> None:
+        """A moved server's volumes, exported to this host from now on (block storage
+        re-initialises each attachment for this host's connector); boot with them."""
+        agent = self.agent
+        spec = spec_of(instance)
+        try:
+            devices = await agent.volumes.connect_boot(instance)
+            if power_on:
+                await agent.driver.power_on(spec, [vif_of(p) for p in ports], devices)
+        except BaseException:
+            await agent.volumes.rollback_boot(spec.uuid)
+            raise
+        await agent.volumes.complete_boot(spec.uuid)
 
     async def _rebind(self, instance: dict[str, Any]) -> list[dict[str, Any]]:
         spec = spec_of(instance)
@@ -403,8 +426,7 @@ class AgentHandler(VolumeCasts):
         """Back on the source after a reverted resize: rebind the ports, boot."""
         spec = spec_of(instance)
         ports = await self._rebind(instance)
-        if power_on:
-            await self.agent.driver.power_on(spec, [vif_of(p) for p in ports], [])
+        await self._reconnect_volumes(instance, ports, power_on)
         return {"ports": ports, "power_state": int(await self.agent.driver.power_state(spec))}
 
     async def destroy(self, instance: dict[str, Any]) -> None:

@@ -2,10 +2,12 @@
 
 Attach: give the reserved attachment this host's connector, plug the connection info it
 answers into the guest, complete the attachment (the volume goes in-use). Detach: unplug,
-then delete the attachment. A failure gives back what was taken (the attachment of a
-failed attach is deleted). Boot volumes are connected before spawn and completed after
-it. The agent never writes the mappings: it reports to the conductor, and reads them
-through it (``block_devices_of``).
+then delete the attachment. Swap: connect and complete the new volume's attachment, the
+driver mirrors the guest's disk onto it and pivots, then the old attachment goes. A
+failure gives back what was taken (the attachment of a failed attach or swap is
+deleted). Boot volumes are connected before spawn and completed after it. The agent
+never writes the mappings: it reports to the conductor, and reads them through it
+(``block_devices_of``).
 """
 
 from __future__ import annotations
@@ -126,6 +128,67 @@ class AgentVolumes:
             return
         await agent.conductor.cast("volume_detached", **report)
 
+    async def swap(
+        self,
+        instance: dict[str, Any],
+        bdm: dict[str, Any],
+        new_volume_id: str,
+        new_attachment_id: str,
+        request_id: str,
+    ) -> None:
+        """Connect the reserved new volume, have the guest's disk copied onto it and moved
+        there, then end the old volume's attachment; report the outcome. A failure leaves
+        the guest on the old volume and deletes the new attachment."""
+        spec = spec_of(instance)
+        agent = self.agent
+        report = {"uuid": spec.uuid, "bdm_uuid": bdm["uuid"], "request_id": request_id,
+                  "host": agent.host}  # fmt: skip
+        old_id = bdm["volume_id"]
+        migrating = False
+        try:
+            old_volume = await self.cinder.volume(old_id) or {}
+            # Block storage asked for this swap (an in-use volume migrating or retyping):
+            # it is told how it ended.
+            migrating = old_volume.get("status") == "retyping" or old_volume.get(
+                "migration_status"
+            ) in ("migrating", "starting")
+            new_volume = await self.cinder.volume(new_volume_id) or {}
+            if await agent.driver.power_state(spec) not in PLUGGED_STATES:
+                raise DriverError("the server's guest is not running: its disk cannot be copied")
+            info = await self.cinder.connect(
+                new_attachment_id, await self.connector(bdm["device_name"])
+            )
+            await self.cinder.complete(new_attachment_id)
+            new_size = int(new_volume.get("size") or 0) << 30
+            grown = new_size if new_size > int(old_volume.get("size") or 0) << 30 else 0
+            new_device = block_device({**bdm, "volume_id": new_volume_id}, info)
+            await agent.driver.swap_volume(spec, block_device(bdm), new_device, grown)
+        except Exception as exc:
+            error = describe(exc)
+            log.warning("swapping volume %s of %s for %s failed: %s", old_id, spec.uuid,
+                        new_volume_id, error)  # fmt: skip
+            with contextlib.suppress(Exception):
+                await self.cinder.delete_attachment(new_attachment_id)
+            if migrating:
+                with contextlib.suppress(Exception):
+                    await self.cinder.migrate_volume_completion(old_id, new_volume_id, True)
+            await agent.conductor.cast("volume_swap_failed", error=error, **report)
+            return
+        kept_id = new_volume_id
+        try:
+            if migrating:
+                kept_id = await self.cinder.migrate_volume_completion(old_id, new_volume_id, False)
+            if bdm.get("attachment_id"):
+                await self.cinder.delete_attachment(bdm["attachment_id"])
+        except Exception as exc:
+            # The guest is on the new volume already: the old attachment is left to clean.
+            log.warning("ending the attachment of swapped-out volume %s failed: %s", old_id,
+                        describe(exc))  # fmt: skip
+        await agent.conductor.cast(
+            "volume_swapped", volume_id=kept_id, attachment_id=new_attachment_id,
+            connection_info=info, **report,
+        )  # fmt: skip
+
     async def extend(self, uuid: str, volume_id: str) -> None:
         """Block storage grew an attached volume: the guest's disk grows to its new size."""
         answer = await self._mappings(uuid, with_instance=True)
@@ -155,6 +218,14 @@ class AgentVolumes:
                 continue
             if bdm["status"] == "detaching":
                 await self.detach(instance, bdm, "")
+            elif bdm["status"] == "swapping":
+                # The guest stays on whichever volume the driver records; the mapping says
+                # the old one until a swap is asked for again.
+                report = {"uuid": instance["spec"]["uuid"], "bdm_uuid": bdm["uuid"],
+                          "request_id": "", "host": self.agent.host}  # fmt: skip
+                await self.agent.conductor.cast(
+                    "volume_swap_failed", error="interrupted by a restart", **report
+                )
             elif bdm.get("boot_index") is None:
                 with contextlib.suppress(Exception):
                     await self.agent.driver.detach_volume(spec_of(instance), block_device(bdm))
@@ -230,3 +301,15 @@ class VolumeCasts:
         self, instance: dict[str, Any], bdm: dict[str, Any], request_id: str
     ) -> None:
         self.agent.spawn_task(self.agent.volumes.detach(instance, bdm, request_id))
+
+    async def swap_volume(
+        self,
+        instance: dict[str, Any],
+        bdm: dict[str, Any],
+        new_volume_id: str,
+        new_attachment_id: str,
+        request_id: str,
+    ) -> None:
+        self.agent.spawn_task(
+            self.agent.volumes.swap(instance, bdm, new_volume_id, new_attachment_id, request_id)
+        )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import or_, select, update
@@ -29,6 +30,7 @@ from onestack.compute.host_states import (
     server_group_of,
 )
 from onestack.compute.models import ComputeNode, Instance, InstanceMetadata, Migration
+from onestack.compute.models_volumes import BlockDeviceMapping
 from onestack.compute.payloads import instance_payload
 from onestack.compute.placement_client import (
     Candidate,
@@ -136,8 +138,28 @@ class Conductor(VolumeReports):
             host=None, error=message,
         )  # fmt: skip
 
+    async def _volume_backed(self, inst: Instance) -> bool:
+        """Whether the server boots from a volume (its root disk takes no local disk)."""
+        properties = (inst.image_meta or {}).get("properties") or {}
+        if inst.image_ref and not inst.block_device_mapping and "bdm_v2" not in properties:
+            return False  # a plain image boot: no mapping can name a boot volume
+        async with self.db.session() as session:
+            found = await session.execute(
+                select(BlockDeviceMapping.id)
+                .where(
+                    BlockDeviceMapping.instance_uuid == inst.uuid,
+                    BlockDeviceMapping.boot_index == 0,
+                )
+                .limit(1)
+            )
+            return found.first() is not None
+
+    async def _resources(self, inst: Instance, flavor: dict[str, Any]) -> dict[str, int]:
+        """What the server takes from its host's provider with ``flavor``."""
+        return flavor_resources(flavor, await self._volume_backed(inst))
+
     async def _request_spec(
-        self, inst: Instance, flavor: dict[str, Any], ignore: set[str]
+        self, inst: Instance, flavor: dict[str, Any], ignore: set[str], volume_backed: bool
     ) -> RequestSpec:
         hints = inst.scheduler_hints or {}
         forced = (inst.system_metadata or {}).get("force_host")
@@ -146,8 +168,9 @@ class Conductor(VolumeReports):
         def listed(value: Any) -> list[str]:
             return [value] if isinstance(value, str) else list(value or [])
 
+        info = flavor_info(flavor)
         return RequestSpec(
-            flavor=flavor_info(flavor),
+            flavor=replace(info, root_gb=0) if volume_backed else info,
             image_properties=dict((inst.image_meta or {}).get("properties", {})),
             project_id=inst.project_id,
             user_id=inst.user_id,
@@ -175,8 +198,9 @@ class Conductor(VolumeReports):
         """Choose a host for ``inst`` with ``flavor`` and claim it in placement (beside
         ``keep``, the allocations a move holds on its source): (host, node, provider)."""
         started = time.perf_counter()
-        spec = await self._request_spec(inst, flavor, ignore)
-        resources = flavor_resources(flavor)
+        volume_backed = await self._volume_backed(inst)
+        spec = await self._request_spec(inst, flavor, ignore, volume_backed)
+        resources = flavor_resources(flavor, volume_backed)
         async with self.db.session() as session:
             # A zone as placement aggregates, so the limited candidates are all in it.
             zone_aggregates = await zone_member_of(
@@ -444,6 +468,8 @@ class Conductor(VolumeReports):
         inst = await self._load(uuid)
         if inst is None or inst.deleted:
             return
+        if inst.vm_state == vm_states.RESIZED:
+            await self._remove_source_copy(inst)
         if inst.host and await self._host_up(inst.host):
             await self.service.agents.cast(
                 inst.host, "terminate", instance=await self._payload(inst), request_id=request_id
@@ -553,7 +579,7 @@ class Conductor(VolumeReports):
         new_flavor = flavor or inst.flavor
         source_host = inst.host
         source_uuid = await self._node_uuid(source_host)
-        keep = {source_uuid: flavor_resources(inst.flavor)} if source_uuid else {}
+        keep = {source_uuid: await self._resources(inst, inst.flavor)} if source_uuid else {}
         migration_id = None
         try:
             with_host = {**(inst.system_metadata or {})}
@@ -611,26 +637,15 @@ class Conductor(VolumeReports):
             return
         meta = dict(inst.system_metadata or {})
         migration_id = meta.pop("migration_id", None)
-        source = None
-        if migration_id is not None:
-            async with self.db.session() as session:
-                source = (
-                    await session.execute(
-                        select(Migration.source_compute).where(Migration.id == migration_id)
-                    )
-                ).scalar_one_or_none()
         old = inst.old_flavor or inst.flavor
-        if source:
-            try:
-                await self.service.agents.call(
-                    source, "destroy", instance=await self._payload(inst, old)
-                )
-            except Exception:
-                log.exception("removing the source copy of %s on %s", uuid, source)
+        await self._remove_source_copy(inst)
         node_uuid = await self._node_uuid(inst.host or "")
         if node_uuid:
             await self.placement.claim(
-                uuid, {node_uuid: flavor_resources(inst.flavor)}, inst.project_id, inst.user_id
+                uuid,
+                {node_uuid: await self._resources(inst, inst.flavor)},
+                inst.project_id,
+                inst.user_id,
             )
         shrink = {k: -v for k, v in quota_deltas(inst.flavor).items()}
         for key, value in quota_deltas(old).items():
@@ -648,6 +663,25 @@ class Conductor(VolumeReports):
         if migration_id is not None:
             await self._set_migration(migration_id, status="confirmed")
         await record_event(self.db, uuid, request_id, "compute_confirm_resize", host=inst.host)
+
+    async def _remove_source_copy(self, inst: Instance) -> None:
+        """Remove the copy a resized server left on its source host (confirm, delete)."""
+        migration_id = (inst.system_metadata or {}).get("migration_id")
+        if migration_id is None:
+            return
+        async with self.db.session() as session:
+            source = (
+                await session.execute(
+                    select(Migration.source_compute).where(Migration.id == migration_id)
+                )
+            ).scalar_one_or_none()
+        if not source:
+            return
+        try:
+            payload = await self._payload(inst, inst.old_flavor or inst.flavor)
+            await self.service.agents.call(source, "destroy", instance=payload)
+        except Exception:
+            log.exception("removing the source copy of %s on %s", inst.uuid, source)
 
     async def revert_resize(self, uuid: str, request_id: str) -> None:
         """Go back to the source host and the old flavor."""
@@ -682,7 +716,10 @@ class Conductor(VolumeReports):
         node_uuid = await self._node_uuid(source)
         if node_uuid:
             await self.placement.claim(
-                uuid, {node_uuid: flavor_resources(old)}, inst.project_id, inst.user_id
+                uuid,
+                {node_uuid: await self._resources(inst, old)},
+                inst.project_id,
+                inst.user_id,
             )
         grow = quota_deltas(inst.flavor)
         for key, value in quota_deltas(old).items():
@@ -709,7 +746,7 @@ class Conductor(VolumeReports):
         event = "compute_live_migration"
         source = inst.host
         source_uuid = await self._node_uuid(source)
-        keep = {source_uuid: flavor_resources(inst.flavor)} if source_uuid else {}
+        keep = {source_uuid: await self._resources(inst, inst.flavor)} if source_uuid else {}
         migration_id = None
         try:
             base_meta = dict(inst.system_metadata or {})
@@ -726,9 +763,13 @@ class Conductor(VolumeReports):
             await self._set_migration(migration_id, status="running")
             payload = await self._payload(inst)
             prepared = await self.service.agents.call(dest, "live_prepare", instance=payload)
-            await self.service.agents.call(
-                source, "live_migrate", instance=payload, destination=prepared["destination"]
-            )
+            try:
+                await self.service.agents.call(
+                    source, "live_migrate", instance=payload, destination=prepared["destination"]
+                )
+            except Exception:
+                await self._undo_live_prepare(payload, source, dest)
+                raise
         except NoValidHost:
             await self._move_failed(inst, request_id, event, NO_VALID_HOST, migration_id)
             return
@@ -738,7 +779,10 @@ class Conductor(VolumeReports):
                 await self.placement.claim(uuid, keep, inst.project_id, inst.user_id)
             return
         await self.placement.claim(
-            uuid, {dest_uuid: flavor_resources(inst.flavor)}, inst.project_id, inst.user_id
+            uuid,
+            {dest_uuid: await self._resources(inst, inst.flavor)},
+            inst.project_id,
+            inst.user_id,
         )
         await self._set_migration(migration_id, status="completed")
         meta = dict(inst.system_metadata or {})
@@ -747,6 +791,17 @@ class Conductor(VolumeReports):
             vm_state=meta.pop("pre_action_state", inst.vm_state), system_metadata=meta,
         )  # fmt: skip
         await record_event(self.db, uuid, request_id, event, host=dest)
+
+    async def _undo_live_prepare(self, payload: dict[str, Any], source: str, dest: str) -> None:
+        """A failed live migration: the waiting guest on ``dest`` goes, the ports are bound
+        to the source again."""
+        for host, method, extra in ((dest, "destroy", {}),
+                                    (source, "revert_on_source", {"power_on": False})):  # fmt: skip
+            try:
+                await self.service.agents.call(host, method, instance=payload, **extra)
+            except Exception:
+                uuid = payload["spec"]["uuid"]
+                log.exception("undoing the live migration of %s: %s on %s", uuid, method, host)
 
     async def evacuate(self, uuid: str, request_id: str, host: str | None = None) -> None:
         """Rebuild a server of a down host on another one."""

@@ -77,7 +77,7 @@ class VolumeReports:
                     .where(
                         Instance.host == host,
                         Instance.deleted.is_(False),
-                        BlockDeviceMapping.status.in_(("attaching", "detaching")),
+                        BlockDeviceMapping.status.in_(("attaching", "detaching", "swapping")),
                         BlockDeviceMapping.attachment_id.is_not(None),
                     )
                 )
@@ -132,6 +132,28 @@ class VolumeReports:
         await record_event(
             self.db, uuid, request_id, "compute_detach_volume", host=host, error=error
         )
+
+    async def volume_swapped(
+        self,
+        uuid: str,
+        bdm_uuid: str,
+        request_id: str,
+        host: str,
+        volume_id: str,
+        attachment_id: str,
+        connection_info: dict[str, Any],
+    ) -> None:
+        """The guest's disk moved to the new volume: the mapping names it now."""
+        await self._set_mapping(bdm_uuid, volume_id=volume_id, attachment_id=attachment_id,
+                                connection_info=connection_info, status="attached")  # fmt: skip
+        await record_event(self.db, uuid, request_id, "compute_swap_volume", host=host)
+
+    async def volume_swap_failed(
+        self, uuid: str, bdm_uuid: str, request_id: str, host: str, error: str
+    ) -> None:
+        """The guest stayed on the old volume: it stays attached."""
+        await self._set_mapping(bdm_uuid, status="attached")
+        await record_event(self.db, uuid, request_id, "compute_swap_volume", host=host, error=error)
 
     async def boot_volumes_connected(self, uuid: str, devices: list[dict[str, Any]]) -> None:
         """A build connected (or, on failure, gave back) the server's boot-time volumes."""

@@ -82,10 +82,12 @@ def reserved_memory_mb(hypervisor_type: str) -> int:
     return 0 if hypervisor_type == "fake" else 512
 
 
-def flavor_resources(flavor: dict[str, Any]) -> dict[str, int]:
-    """The resource classes and amounts one server of ``flavor`` consumes."""
+def flavor_resources(flavor: dict[str, Any], volume_backed: bool = False) -> dict[str, int]:
+    """The resource classes and amounts one server of ``flavor`` consumes; a volume-backed
+    server's root disk is no local disk (Nova counts its root_gb as 0)."""
     resources = {"VCPU": int(flavor["vcpus"]), "MEMORY_MB": int(flavor["ram"])}
-    disk = int(flavor.get("disk", 0)) + int(flavor.get("ephemeral", 0))
+    root = 0 if volume_backed else int(flavor.get("disk", 0))
+    disk = root + int(flavor.get("ephemeral", 0))
     swap = int(flavor.get("swap") or 0)
     disk += (swap + 1023) // 1024
     if disk:

@@ -16,6 +16,8 @@ RULES = [
     # Every project's servers (all_tenants), host attributes, zone:host, migrations,
     # evacuate, resetState, external events: the operator's (and the services').
     RuleDefault("compute:admin", ADMIN),
+    # Swapping a server's volume for another (Nova's os-volumes-attachments:swap).
+    RuleDefault("compute:swap_volume", ADMIN),
     # Creating, changing and sharing flavors.
     RuleDefault("compute:manage_flavors", ADMIN),
     # Key pairs of other users (``?user_id=``).

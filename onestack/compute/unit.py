@@ -16,6 +16,7 @@ from onestack.compute.agent import ComputeAgent
 from onestack.compute.app import build_app
 from onestack.compute.conductor import Conductor
 from onestack.compute.placement_client import PlacementClient
+from onestack.compute.reclaim import reclaim_period, reclaim_soft_deleted
 from onestack.compute.rpc import CONDUCTOR
 from onestack.compute.service import ComputeService
 from onestack.core.auth.remote import RemoteTokenValidator
@@ -69,6 +70,13 @@ class ComputeUnit:
         self._heartbeat = PeriodicTask(
             "compute-control-heartbeat", settings.compute.report_interval, self._beat
         )
+        period = reclaim_period(self.service)
+        self._reclaim = (
+            PeriodicTask("compute-reclaim", period, self._reclaim_once) if period else None
+        )
+
+    async def _reclaim_once(self) -> None:
+        await reclaim_soft_deleted(self.service)
 
     async def _beat(self) -> None:
         for binary in CONTROL_BINARIES:
@@ -84,6 +92,8 @@ class ComputeUnit:
         ]
         await self._beat()
         self._heartbeat.start()
+        if self._reclaim is not None:
+            self._reclaim.start()
         if local_agents(self.settings):
             for agent in build_agents(self.settings, self.bus, self.client):
                 # A host whose hypervisor cannot start must not take the cloud down with it.
@@ -101,6 +111,8 @@ class ComputeUnit:
             except Exception:
                 log.exception("error while stopping compute agent %s", agent.host)
         await self._heartbeat.stop()
+        if self._reclaim is not None:
+            await self._reclaim.stop()
         for consumer in self._consumers:
             await consumer.stop()
         await self.service.stop()

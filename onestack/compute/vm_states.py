@@ -13,6 +13,8 @@ RESIZED = "resized"
 SHELVED_OFFLOADED = "shelved_offloaded"
 ERROR = "error"
 DELETED = "deleted"
+# Deleted with ``reclaim_instance_interval`` set: powered off, restorable until reclaimed.
+SOFT_DELETED = "soft-delete"
 
 SCHEDULING = "scheduling"
 SPAWNING = "spawning"
@@ -35,6 +37,8 @@ AFTER_ACTION = {
     "unrescue": ACTIVE,
     "shelve": SHELVED_OFFLOADED,
     "rebuild": ACTIVE,
+    "soft_delete": SOFT_DELETED,
+    "restore": ACTIVE,
 }
 
 # The task_state a server shows while an action runs.
@@ -59,6 +63,8 @@ TASK_OF = {
     "evacuate": "rebuilding",
     "confirmResize": "resize_confirming",
     "revertResize": "resize_reverting",
+    "soft_delete": "soft-deleting",
+    "restore": "restoring",
 }
 
 
@@ -89,5 +95,5 @@ def status_of(vm_state: str, task_state: str | None) -> str:
         "shelved": "SHELVED",
         ERROR: "ERROR",
         DELETED: "DELETED",
-        "soft-delete": "SOFT_DELETED",
+        SOFT_DELETED: "SOFT_DELETED",
     }.get(vm_state, "UNKNOWN")

@@ -132,6 +132,49 @@ class Cinder:
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 2.0)
 
+    async def create_snapshot(
+        self, volume_id: str, name: str, description: str, *, token: str, project: str
+    ) -> dict[str, Any]:
+        """Snapshot a volume as the user, in use or not (``force``), as Nova's createImage
+        of a volume-backed server does."""
+        body = {"volume_id": volume_id, "force": True, "name": name, "description": description}
+        answer = await self._send(
+            "POST", "/snapshots", json={"snapshot": body}, token=token, project=project
+        )
+        snapshot: dict[str, Any] = answer["snapshot"]
+        return snapshot
+
+    async def wait_snapshot(
+        self, snapshot_id: str, timeout: float, *, token: str, project: str
+    ) -> dict[str, Any]:
+        """Poll the user's snapshot until it is available; fail on ``error`` or timeout."""
+        deadline = time.monotonic() + timeout
+        delay = 0.1
+        while True:
+            found = await self._send(
+                "GET", f"/snapshots/{snapshot_id}", token=token, project=project
+            )
+            snapshot: dict[str, Any] = found["snapshot"]
+            status = str(snapshot.get("status"))
+            if status == "available":
+                return snapshot
+            if status.startswith("error"):
+                raise VolumeServiceError(409, f"Snapshot {snapshot_id} is in status {status}.")
+            if time.monotonic() > deadline:
+                raise VolumeServiceError(
+                    409, f"Snapshot {snapshot_id} was not available within {timeout:g} s."
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 2.0)
+
+    async def delete_snapshot(self, snapshot_id: str, *, token: str, project: str) -> None:
+        """Delete the user's snapshot; one already gone is fine."""
+        try:
+            await self._send("DELETE", f"/snapshots/{snapshot_id}", token=token, project=project)
+        except VolumeServiceError as exc:
+            if exc.status != 404:
+                raise
+
     async def create_attachment(
         self, volume_id: str, instance_uuid: str, connector: dict[str, Any] | None = None
     ) -> dict[str, Any]:
@@ -154,6 +197,16 @@ class Cinder:
     async def complete(self, attachment_id: str) -> None:
         """The guest has the disk: the volume becomes in-use."""
         await self._send("POST", f"/attachments/{attachment_id}/action", json={"os-complete": None})
+
+    async def migrate_volume_completion(self, old_id: str, new_id: str, error: bool) -> str:
+        """Tell block storage the swap it asked for (migrating an in-use volume) ended; the
+        id the attachment keeps, as it answers."""
+        answer = await self._send(
+            "POST",
+            f"/volumes/{old_id}/action",
+            json={"os-migrate_volume_completion": {"new_volume": new_id, "error": error}},
+        )
+        return str((answer or {}).get("save_volume_id") or new_id)
 
     async def delete_attachment(self, attachment_id: str) -> None:
         """End the attachment (and its export); one already gone is fine."""

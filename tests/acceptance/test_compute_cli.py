@@ -5,6 +5,7 @@ usage, power actions in the wrong state, and the instance quota."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Iterator
@@ -31,16 +32,16 @@ SEED_FLAVORS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def nova(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    """``onestack up --fake-hosts 3`` with an image and a network, once its hosts report."""
-    data_dir = tmp_path_factory.mktemp("compute")
+@contextlib.contextmanager
+def fake_hosts_cloud(data_dir: Path, env: dict[str, str] | None = None) -> Iterator[Deployment]:
+    """``onestack up --fake-hosts 3`` with an image and a network, once its hosts report
+    (``env``: more settings, e.g. ``ONESTACK_COMPUTE__...``)."""
     port = free_port()
     process = Process(
         ["up", "--port", str(port), "--data-dir", str(data_dir),
          "--admin-password", ADMIN_PASSWORD, "--fake-hosts", "3"],
         data_dir / "onestack.out",
-        env={"ONESTACK_NETWORK__DRIVER": "noop"},
+        env={"ONESTACK_NETWORK__DRIVER": "noop", **(env or {})},
     )  # fmt: skip
     auth_url = f"http://127.0.0.1:{port}/identity/v3"
     process.wait_ready(auth_url)
@@ -66,6 +67,12 @@ def nova(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
                     "intsub")  # fmt: skip
     yield cloud
     assert process.stop() == 0, process.log.read_text()[-2000:]
+
+
+@pytest.fixture(scope="module")
+def nova(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    with fake_hosts_cloud(tmp_path_factory.mktemp("compute")) as cloud:
+        yield cloud
 
 
 def show(cloud: Deployment, server: str) -> dict[str, Any]:

@@ -362,7 +362,7 @@ async def test_quota_sets_and_limits(compute: ComputeCloud) -> None:
     )
     error(
         await compute.nova(
-            "PUT", f"/os-quota-sets/{project}?user_id=x", json={"quota_set": {"instances": 1}}
+            "PUT", f"/os-quota-sets/{project}?user_id=x", json={"quota_set": {"instances": 11}}
         ),
         400,
         "badRequest",

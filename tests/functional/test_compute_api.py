@@ -5,7 +5,9 @@ that give back ports and allocations."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -52,12 +54,16 @@ class ComputeCloud(CloudClient):
         raise AssertionError(f"server {server_id} still building")
 
 
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def compute(tmp_path_factory: Any) -> AsyncIterator[ComputeCloud]:
-    settings = make_settings(tmp_path_factory.mktemp("compute"), port=8000)
+@contextlib.asynccontextmanager
+async def compute_cloud(tmp_path: Path, **compute_settings: Any) -> AsyncIterator[ComputeCloud]:
+    """A cloud with three fake hosts, an admin, members of two projects, a public image
+    and a shared network (``compute_settings``: overrides of ``[compute]``)."""
+    settings = make_settings(tmp_path, port=8000)
     settings.services = ["identity", "image", "network", "placement", "compute"]
     settings.compute.fake_hosts = 3
     settings.compute.report_interval = 1.0
+    for name, value in compute_settings.items():
+        setattr(settings.compute, name, value)
     instance = Cloud(settings)
     await instance.start(admin_password=ADMIN_PASSWORD)
     client = httpx.AsyncClient(
@@ -91,6 +97,12 @@ async def compute(tmp_path_factory: Any) -> AsyncIterator[ComputeCloud]:
     finally:
         await client.aclose()
         await instance.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def compute(tmp_path_factory: Any) -> AsyncIterator[ComputeCloud]:
+    async with compute_cloud(tmp_path_factory.mktemp("compute")) as cloud:
+        yield cloud
 
 
 def error(response: httpx.Response, status: int, key: str) -> str:

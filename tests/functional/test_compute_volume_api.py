@@ -13,6 +13,7 @@ import pytest
 import pytest_asyncio
 
 from onestack.cloud import Cloud
+from onestack.compute.drivers.base import DriverError
 from onestack.core.config import VolumeBackendSettings
 from tests.conftest import ADMIN_PASSWORD, CloudClient, make_settings
 
@@ -22,6 +23,7 @@ V21 = "/compute/v2.1"
 
 
 class VolumeComputeCloud(CloudClient):
+    admin: str = ""
     member: str = ""
     project: str = ""
     other: str = ""
@@ -79,7 +81,7 @@ async def cloud(tmp_path_factory: Any) -> AsyncIterator[VolumeComputeCloud]:
         transport=httpx.ASGITransport(app=instance.app), base_url="http://127.0.0.1:8000"
     )
     cloud = VolumeComputeCloud(instance, client)
-    admin = await cloud.token()
+    admin = cloud.admin = await cloud.token()
     cloud.project, cloud.member = await cloud.project_member(admin, "tenant1")
     cloud.other_project, cloud.other = await cloud.project_member(admin, "tenant2")
     image = await cloud.call("POST", "/image/v2/images", admin, json={
@@ -145,7 +147,7 @@ async def test_attach_shapes_per_microversion(cloud: VolumeComputeCloud) -> None
         {"id": volume_id, "delete_on_termination": True}
     ]
 
-    # 2.85 changes delete_on_termination in place; swapping volumes is refused.
+    # 2.85 changes delete_on_termination in place; swapping volumes is the admin's.
     too_early = await cloud.nova("PUT", f"{path}/{volume_id}", "2.84",
                                  json={"volumeAttachment": {"volumeId": volume_id}})  # fmt: skip
     message(too_early, 400)
@@ -157,7 +159,7 @@ async def test_attach_shapes_per_microversion(cloud: VolumeComputeCloud) -> None
     other_volume = await cloud.volume()
     swap = await cloud.nova("PUT", f"{path}/{volume_id}", "2.85",
                             json={"volumeAttachment": {"volumeId": other_volume}})  # fmt: skip
-    assert "Swapping" in message(swap, 400)
+    message(swap, 403)
 
     detached = await cloud.nova("DELETE", f"{path}/{volume_id}")
     assert detached.status_code == 202, detached.text
@@ -238,3 +240,69 @@ async def test_boot_from_volume_mappings(cloud: VolumeComputeCloud) -> None:
             break
         await asyncio.sleep(0.02)
     assert gone.status_code == 404, gone.text
+
+
+async def test_swap_volume(cloud: VolumeComputeCloud) -> None:
+    path = f"/servers/{cloud.server_id}/os-volume_attachments"
+    old = await cloud.volume()
+    attached = await cloud.nova("POST", path, json={"volumeAttachment": {"volumeId": old}})
+    assert attached.status_code == 200, attached.text
+    await cloud.volume_status(old, "in-use")
+    bigger = await cloud.call("POST", f"/volume/v3/{cloud.project}/volumes", cloud.member,
+                              json={"volume": {"size": 2}})  # fmt: skip
+    new = bigger.json()["volume"]["id"]
+    await cloud.volume_status(new, "available")
+
+    async def swap(volume_id: str, to: str, token: str | None = None) -> httpx.Response:
+        return await cloud.nova("PUT", f"{path}/{volume_id}", "2.1", token=token or cloud.admin,
+                                json={"volumeAttachment": {"volumeId": to}})  # fmt: skip
+
+    assert (await swap(old, new, cloud.member)).status_code == 403
+    missing = "8e5c1a7c-0000-4000-8000-000000000000"
+    assert "could not be found" in message(await swap(old, missing), 400)
+    assert "not found" in message(await swap(missing, new), 404)
+    theirs = await cloud.volume(cloud.other, cloud.other_project)
+    assert "could not be found" in message(await swap(old, theirs), 400)
+    in_use = await cloud.volume()
+    await cloud.nova("POST", path, json={"volumeAttachment": {"volumeId": in_use}})
+    await cloud.volume_status(in_use, "in-use")
+    assert "must be available" in message(await swap(old, in_use), 400)
+
+    # The hypervisor fails the copy: the new volume's attachment goes, the old one stays.
+    (agent,) = cloud.cloud.units["compute"].agents  # type: ignore[attr-defined]
+
+    async def broken(*_: Any) -> None:
+        raise DriverError("mirror failed")
+
+    agent.driver.swap_volume = broken
+    try:
+        # The 202 comes with the new volume reserved; it is available again once it failed.
+        assert (await swap(old, new)).status_code == 202
+        await cloud.volume_status(new, "available")
+    finally:
+        del agent.driver.swap_volume
+    for _ in range(200):
+        attachments = (await cloud.nova("GET", path)).json()["volumeAttachments"]
+        if old in [a["volumeId"] for a in attachments]:
+            break
+        await asyncio.sleep(0.02)
+    assert old in [a["volumeId"] for a in attachments]
+    await cloud.volume_status(old, "in-use")
+
+    swapped = await swap(old, new)
+    assert swapped.status_code == 202, swapped.text
+    await cloud.volume_status(old, "available")
+    await cloud.volume_status(new, "in-use")
+    attachments = (await cloud.nova("GET", path)).json()["volumeAttachments"]
+    assert {a["volumeId"]: a["device"] for a in attachments} == {
+        new: "/dev/vdb", in_use: "/dev/vdc"}  # fmt: skip
+    guest = agent.driver.guests[cloud.server_id]
+    assert set(guest.volumes) == {new, in_use} and guest.volume_sizes[new] == 2 << 30
+    actions = (await cloud.nova("GET", f"/servers/{cloud.server_id}/os-instance-actions",
+                                token=cloud.admin)).json()["instanceActions"]  # fmt: skip
+    assert actions[0]["action"] == "swap_volume"
+    # Back to a smaller volume: refused; the one it left is reusable.
+    assert "same size or larger" in message(await swap(new, old), 400)
+    for volume_id in (new, in_use):
+        assert (await cloud.nova("DELETE", f"{path}/{volume_id}")).status_code == 202
+        await cloud.volume_status(volume_id, "available")

@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from onestack.compute.guest_image import MARKER
 from tests.acceptance.conftest import ADMIN_PASSWORD, BIN, Deployment, Process, free_port
+from tests.system.requirements import require
 
 TOOLS = ("qemu-system-x86_64", "qemu-img", "busybox", "mkfs.fat", "mcopy", "syslinux",
          "genisoimage")  # fmt: skip
@@ -51,17 +52,7 @@ def openssh_public_key() -> bytes:
     return public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
 
 
-def _missing() -> list[str]:
-    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
-    if os.geteuid() != 0:
-        missing.append("root")
-    return missing
-
-
-if _missing():
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"needs {', '.join(_missing())}", pytrace=False)
-    pytest.skip(f"needs {', '.join(_missing())}", allow_module_level=True)
+require(*TOOLS)
 
 
 @pytest.fixture(scope="module")
@@ -418,6 +409,32 @@ def test_snapshot_becomes_an_active_image(cloud: Deployment, server: dict, snaps
     assert shown["status"] == "active" and shown["disk_format"] == "qcow2"
     assert shown["properties"]["image_type"] == "snapshot"
     assert shown["properties"]["instance_uuid"] == server["created"]["id"]
+
+
+def test_interface_hot_plug_through_the_cli(cloud: Deployment, server: dict) -> None:
+    """``server add network``: the guest sees a second NIC, its tap joins the network's
+    bridge (the port goes ACTIVE); ``server remove port`` takes NIC, tap and port away."""
+    uuid = server["created"]["id"]
+    before = {p["ID"] for p in cloud.json("port", "list", "--server", uuid)}
+    cloud.openstack("server", "add", "network", "vm1", "guestnet")
+    (port,) = [p for p in cloud.json("port", "list", "--server", uuid) if p["ID"] not in before]
+    mac = port["MAC Address"]
+    assert mac in _serial(cloud, uuid, "sleep 2; cat /sys/class/net/eth1/address", mac)
+    deadline = time.monotonic() + 60
+    while cloud.json("port", "show", port["ID"])["status"] != "ACTIVE":
+        assert time.monotonic() < deadline, "the hot-plugged port never went ACTIVE"
+        time.sleep(1)
+    tap = f"tap{port['ID'][:11]}"
+    link = subprocess.run(["ip", "-o", "link", "show", tap], capture_output=True, text=True)
+    assert "master brq" in link.stdout, link
+    fixed = cloud.json("port", "show", port["ID"])["fixed_ips"][0]["ip_address"]
+    assert fixed in cloud.json("server", "show", "vm1")["addresses"]["guestnet"]
+
+    cloud.openstack("server", "remove", "port", "vm1", port["ID"])
+    after = _serial(cloud, uuid, "sleep 1; ls /sys/class/net; echo listed", "listed")
+    assert "eth1" not in after.split("listed")[-2], after
+    assert not Path(f"/sys/class/net/{tap}").exists()
+    assert cloud.openstack("port", "show", port["ID"], check=False).returncode != 0
 
 
 def test_delete_leaves_no_process_or_tap(cloud: Deployment, server: dict) -> None:

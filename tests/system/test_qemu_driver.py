@@ -25,9 +25,16 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from onestack.compute.drivers.base import BlockDevice, InstanceSpec, PowerState, Vif
+from onestack.compute.drivers.base import (
+    BlockDevice,
+    GuestAgentNotEnabled,
+    InstanceSpec,
+    PowerState,
+    Vif,
+)
 from onestack.compute.guest_image import MARKER, build
 from onestack.core.config import Settings
+from tests.system.requirements import require
 
 TOOLS = (
     "qemu-system-x86_64",
@@ -44,17 +51,7 @@ KEY = (
 )
 
 
-def _missing() -> list[str]:
-    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
-    if os.geteuid() != 0:
-        missing.append("root")
-    return missing
-
-
-if _missing():
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"needs {', '.join(_missing())}", pytrace=False)
-    pytest.skip(f"needs {', '.join(_missing())}", allow_module_level=True)
+require(*TOOLS)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -278,6 +275,75 @@ async def test_volume_hot_plug(driver, guest, tmp_path):
     assert "vdb" not in gone.split("listed")[-2], gone
 
 
+async def _throttle_of(driver, spec: InstanceSpec, node: str) -> dict:
+    """The limits of the throttle filter that is the guest's disk ``node`` (asked over QMP)."""
+    machine = driver._machine(spec)
+    nodes = {n["node-name"]: n for n in await machine.qmp("query-named-block-nodes", flat=True)}
+    assert nodes.get(node, {}).get("drv") == "throttle", sorted(nodes)
+    assert nodes[f"{node}-fmt"]["drv"] == "raw"
+    devices = [d for d in await machine.qmp("query-block") if d.get("inserted")]
+    assert node in {d["inserted"]["node-name"] for d in devices}
+    return await machine.qmp("qom-get", path=f"/objects/{node}-qos", property="limits")
+
+
+async def test_volume_qos_specs_throttle_the_guest_disk(driver, guest, tmp_path):
+    volume = tmp_path / "throttled.raw"
+    volume.write_bytes(os.urandom(4 << 20))
+    qos = {"read_bytes_sec": str(1 << 20), "write_iops_sec": "200", "total_iops_sec_per_gb": "9"}
+    info = {"driver_volume_type": "file", "data": {"path": str(volume), "format": "raw",
+                                                   "qos_specs": qos}}  # fmt: skip
+    device = BlockDevice(volume_id=str(uuid.uuid4()), mountpoint="/dev/vdb", connection_info=info)
+    node = f"vol-{device.volume_id[:18]}"
+    await driver.attach_volume(guest, device)
+    limits = await _throttle_of(driver, guest, node)
+    assert (limits["bps-read"], limits["iops-write"], limits["iops-total"]) == (1 << 20, 200, 0)
+    # 3 MiB read at 1 MiB/s: the guest waits close to 3 s (1 s resolution of date).
+    command = ("sleep 2; a=$(date +%s); dd if=/dev/vdb of=/dev/null bs=64k count=48; "
+               "echo took=$(( $(date +%s) - a ))s; echo read$((1 + 1))")  # fmt: skip
+    seen = _serial(driver, guest, command, "read2", timeout=30)
+    took = re.findall(r"took=(\d+)s", seen)
+    assert took and int(took[-1]) >= 2, seen
+    await driver.suspend(guest)
+    await driver.resume(guest, [], [device])  # the command line opens it throttled again
+    assert (await _throttle_of(driver, guest, node))["bps-read"] == 1 << 20
+    await driver.detach_volume(guest, device)
+    machine = driver._machine(guest)
+    left = {n["node-name"] for n in await machine.qmp("query-named-block-nodes", flat=True)}
+    assert not {node, f"{node}-fmt"} & left, left
+    objects = {o["name"] for o in await machine.qmp("qom-list", path="/objects")}
+    assert f"{node}-qos" not in objects, objects
+
+
+async def test_diagnostics_password_and_a_nic_plugged_while_stopped(driver, guest):
+    # A resumed guest runs in a new QEMU process whose counters start at zero: read the root
+    # disk past the page cache so that its read counter moves.
+    command = ("echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/vda of=/dev/null bs=64k count=8; "
+               "echo dd$((1 + 1))")  # fmt: skip
+    seen = _serial(driver, guest, command, "dd2", timeout=30)
+    assert "dd2" in seen, seen
+    found = await driver.diagnostics(guest)
+    assert (found.state, found.driver, len(found.cpu_details)) == ("running", "qemu", 1)
+    assert found.uptime >= 1 and found.cpu_details[0]["time"] > 0
+    assert found.memory_details["maximum"] == guest.memory_mb
+    assert [n["mac_address"] for n in found.nic_details] == ["fa:16:3e:00:00:01"]
+    assert any(d["read_bytes"] > 0 for d in found.disk_details), found.disk_details
+    with pytest.raises(GuestAgentNotEnabled):
+        await driver.set_admin_password(guest, "secret")
+
+    # A NIC attached while the guest is off is there when it starts again.
+    markers = await _markers(driver, guest)
+    await driver.power_off(guest, timeout=30)
+    extra = Vif(port_id=str(uuid.uuid4()), mac_address="fa:16:3e:00:00:05",
+                network_id=str(uuid.uuid4()), vif_type="noop")  # fmt: skip
+    await driver.attach_interface(guest, extra)
+    await driver.power_on(guest, [], [])
+    await _marker(driver, guest, markers + 1)
+    seen = _serial(driver, guest, "cat /sys/class/net/eth1/address", "fa:16:3e:00:00:05")
+    assert "fa:16:3e:00:00:05" in seen, seen
+    await driver.detach_interface(guest, extra)
+    assert len((await driver.diagnostics(guest)).nic_details) == 1
+
+
 async def test_rescue_boots_the_rescue_image_with_the_root_disk_second(driver, guest, guest_image):
     markers = await _markers(driver, guest)
     await driver.rescue(guest, [], await _fetch_from(guest_image), "rescue-image")
@@ -313,12 +379,14 @@ async def test_destroy_leaves_nothing(driver, guest):
 BRIDGE = "brqqemutest"
 
 
-async def test_live_migration_between_two_hosts_keeps_the_guest(driver, guest_image):
+async def test_live_migration_between_two_hosts_keeps_the_guest(driver, guest_image, tmp_path):
     """Two agents of one machine: the guest moves with its memory and keeps its tap."""
     from onestack.compute.drivers.qemu import QemuDriver
 
-    other = QemuDriver(driver.settings)
+    # Its own data directory: the hosts share no path, disks travel over NBD.
+    other = QemuDriver(driver.settings, state_dir=tmp_path / "other")
     await other.init_host("qemu-test-b")
+    driver.fetch_image = other.fetch_image = await _fetch_from(guest_image)
     spec = _spec("vm3")
     spec.config_drive = True
     port = str(uuid.uuid4())

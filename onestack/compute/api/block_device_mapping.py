@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 
+from onestack.compute.api import volume_backed
 from onestack.compute.api.common import as_bool, as_int, at_least, caller, service
 from onestack.compute.api.remote import image_of
 from onestack.compute.api.volume_attachments import owned_volume, volume_error
@@ -39,7 +40,9 @@ class PlannedDevice:
     tag: str | None
 
 
-def _entry(request: Request, item: Any) -> PlannedDevice | None:
+def _entry(request: Request, item: Any, requested: bool = True) -> PlannedDevice | None:
+    """One mapping entry checked; ``requested`` is False for those an image defines (their
+    tags come from the snapshotted server, whatever this request's microversion)."""
     if not isinstance(item, dict):
         raise BadRequest("Invalid input for field/attribute block_device_mapping_v2.")
     source = item.get("source_type", "volume" if item.get("volume_id") else None)
@@ -66,7 +69,9 @@ def _entry(request: Request, item: Any) -> PlannedDevice | None:
                              f"create a volume from source_type {source}.")  # fmt: skip
         size = as_int(item["volume_size"], "volume_size", minimum=1)
     tag = item.get("tag")
-    if tag is not None and (not at_least(request, "2.42") or not isinstance(tag, str)):
+    if tag is not None and (
+        (requested and not at_least(request, "2.42")) or not isinstance(tag, str)
+    ):
         raise BadRequest("Invalid input for field/attribute tag.")
     device_name = item.get("device_name")
     return PlannedDevice(
@@ -82,16 +87,42 @@ def _entry(request: Request, item: Any) -> PlannedDevice | None:
     )
 
 
+async def _image_mappings(
+    request: Request, image: dict[str, Any] | None, mapping: list[Any] | None
+) -> list[dict[str, Any]]:
+    """The mappings the boot image defines (an image of a volume-backed server): the image
+    is ``imageRef``'s, or the one a requested image-to-volume boot device names."""
+    if image is None:
+        image_ref = next(
+            (item.get("uuid") for item in mapping or []
+             if isinstance(item, dict) and item.get("source_type") == "image"
+             and str(item.get("boot_index")) == "0"),
+            None,
+        )  # fmt: skip
+        if not isinstance(image_ref, str) or not image_ref:
+            return []
+        image = await image_of(request, image_ref)
+    return volume_backed.defined_mappings(image)
+
+
 async def plan(
-    request: Request, body: dict[str, Any], project_id: str, count: int
+    request: Request,
+    body: dict[str, Any],
+    project_id: str,
+    count: int,
+    image: dict[str, Any] | None = None,
 ) -> list[PlannedDevice]:
-    """The volumes ``body`` maps, checked (400 for bad mappings, unusable sources)."""
+    """The volumes ``body`` maps, merged with those its boot ``image`` defines, checked
+    (400 for bad mappings, unusable sources)."""
     mapping = body.get("block_device_mapping_v2")
-    if mapping is None:
-        return []
-    if not isinstance(mapping, list):
+    if mapping is not None and not isinstance(mapping, list):
         raise BadRequest("Invalid input for field/attribute block_device_mapping_v2.")
-    planned = [p for p in (_entry(request, item) for item in mapping) if p is not None]
+    defined = await _image_mappings(request, image, mapping)
+    asked = {id(item) for item in mapping or []}
+    merged = volume_backed.merge(mapping or [], defined)
+    planned = [
+        p for p in (_entry(request, item, id(item) in asked) for item in merged) if p is not None
+    ]
     boots = [p for p in planned if p.boot_index == 0]
     if len(boots) > 1:
         raise BadRequest("Boot sequence for the instance and image/block device mapping "

@@ -25,6 +25,7 @@ from onestack.compute.api.common import (
     service,
 )
 from onestack.compute.models import KeyPair
+from onestack.compute.user_quotas import UserQuotas
 from onestack.compute.views import iso_micro
 from onestack.core.asgi.errors import BadRequest, Conflict, Forbidden, NotFound
 from onestack.core.asgi.request import json_body
@@ -152,7 +153,9 @@ async def create_keypair(request: Request) -> Response:
     else:
         public, private = generate("rsa")
     compute = service(request)
-    limit = (await compute.quotas.limits(context.project_id or ""))["key_pairs"]
+    project_limits = await compute.quotas.limits(context.project_id or "")
+    own_limits = await UserQuotas(compute.db).limits(context.project_id or "", user, project_limits)
+    limit = own_limits["key_pairs"]
     pair = KeyPair(
         user_id=user,
         project_id=context.project_id,

@@ -1,5 +1,6 @@
 """``/os-quota-sets``: a project's compute limits, the defaults, the detail with usage,
-update and reset (``openstack quota show|set`` for compute)."""
+update and reset (``openstack quota show|set`` for compute); with ``?user_id=`` the same
+for one user within the project's limits (``user_quotas.py``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from onestack.compute.api.common import as_bool, as_int, at_least, body_of, enforce, service
+from onestack.compute.user_quotas import COUNTED, UserQuotas
 from onestack.core.asgi.errors import BadRequest
 from onestack.core.asgi.request import json_body
 from onestack.core.asgi.routing import RouteTable
@@ -42,10 +44,9 @@ def _target(request: Request) -> dict[str, Any]:
     return {"project_id": request.path_params["project_id"]}
 
 
-def _refuse_user_quotas(request: Request) -> None:
-    """Per-user quotas are not kept; changing them must not change the project's."""
-    if "user_id" in request.query_params:
-        raise BadRequest("Per-user quotas (user_id) are not supported; set the project's.")
+def _user(request: Request) -> str | None:
+    """The ``user_id`` a request is about (Nova's per-user quotas), if any."""
+    return request.query_params.get("user_id") or None
 
 
 @routes.get("/v2.1/os-quota-sets/{project_id}")
@@ -53,6 +54,9 @@ async def show_quotas(request: Request) -> Response:
     enforce(request, "read", _target(request))
     project = request.path_params["project_id"]
     limits = await service(request).quotas.limits(project)
+    user = _user(request)
+    if user:
+        limits = await UserQuotas(service(request).db).limits(project, user, limits)
     return JSONResponse({"quota_set": {"id": project, **_legacy(request), **limits}})
 
 
@@ -64,11 +68,33 @@ async def show_defaults(request: Request) -> Response:
     return JSONResponse({"quota_set": {"id": project, **_legacy(request), **defaults}})
 
 
+async def _user_usage(
+    request: Request, project: str, user: str, usage: dict[str, dict[str, int]]
+) -> dict[str, dict[str, int]]:
+    """The project's usage seen by one user: its limits, and its own use of what is
+    counted per user."""
+    quotas = UserQuotas(service(request).db)
+    limits = await quotas.limits(project, user, {r: u["limit"] for r, u in usage.items()})
+    async with service(request).db.session() as session:
+        used = await quotas.usage(session, project, user)
+    return {
+        resource: {
+            "limit": limits[resource],
+            "in_use": used[resource] if resource in COUNTED else entry["in_use"],
+            "reserved": 0 if resource in COUNTED else entry["reserved"],
+        }
+        for resource, entry in usage.items()
+    }
+
+
 @routes.get("/v2.1/os-quota-sets/{project_id}/detail")
 async def show_detail(request: Request) -> Response:
     enforce(request, "read", _target(request))
     project = request.path_params["project_id"]
     usage = await service(request).quotas.usage(project)
+    user = _user(request)
+    if user:
+        usage = await _user_usage(request, project, user, usage)
     legacy = {
         name: {"limit": limit, "in_use": 0, "reserved": 0}
         for name, limit in _legacy(request).items()
@@ -79,7 +105,6 @@ async def show_detail(request: Request) -> Response:
 @routes.put("/v2.1/os-quota-sets/{project_id}")
 async def update_quotas(request: Request) -> Response:
     enforce(request, "manage_quotas", _target(request))
-    _refuse_user_quotas(request)
     project = request.path_params["project_id"]
     body = body_of(await json_body(request), "quota_set")
     quotas = service(request).quotas
@@ -94,6 +119,10 @@ async def update_quotas(request: Request) -> Response:
     wanted = {
         name: as_int(value, name, minimum=-1) for name, value in body.items() if name in known
     }
+    user = _user(request)
+    if user:
+        limits = await _set_user(request, project, user, wanted, force)
+        return JSONResponse({"quota_set": {**_legacy(request), **limits}})
     if not force:
         usage = await quotas.usage(project)
         for name, limit in wanted.items():
@@ -107,9 +136,32 @@ async def update_quotas(request: Request) -> Response:
     return JSONResponse({"quota_set": {**_legacy(request), **limits}})
 
 
+async def _set_user(
+    request: Request, project: str, user: str, wanted: dict[str, int], force: bool
+) -> dict[str, int]:
+    """Set a user's limits within the project's (400 outside, unless ``force``)."""
+    project_limits = await service(request).quotas.limits(project)
+    quotas = UserQuotas(service(request).db)
+    if not force:
+        bounds = await quotas.settable(project, user, project_limits)
+        for name, limit in wanted.items():
+            minimum, maximum = bounds[name]
+            if limit != -1 and limit < minimum:
+                raise BadRequest(f"Quota limit {limit} for {name} must be greater than or "
+                                 f"equal to already used and reserved {minimum}.")  # fmt: skip
+            if maximum != -1 and (limit == -1 or limit > maximum):
+                raise BadRequest(f"Quota limit {limit} for {name} must be less than or equal "
+                                 f"to {maximum}.")  # fmt: skip
+    await quotas.set_limits(project, user, wanted)
+    return await quotas.limits(project, user, project_limits)
+
+
 @routes.delete("/v2.1/os-quota-sets/{project_id}")
 async def reset_quotas(request: Request) -> Response:
     enforce(request, "manage_quotas", _target(request))
-    _refuse_user_quotas(request)
-    await service(request).quotas.reset_limits(request.path_params["project_id"])
+    project, user = request.path_params["project_id"], _user(request)
+    if user:
+        await UserQuotas(service(request).db).reset(project, user)
+    else:
+        await service(request).quotas.reset_limits(project)
     return Response(status_code=202)

@@ -3,6 +3,7 @@ own token, so their visibility rules (private images, other projects' networks) 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import httpx
@@ -10,6 +11,11 @@ from starlette.requests import Request
 
 from onestack.compute.api.common import service
 from onestack.core.asgi.errors import APIError, BadRequest, Conflict
+
+log = logging.getLogger(__name__)
+
+# Ports per floating IP query (keeps the query string of a long server list short).
+FLOATING_BATCH = 100
 
 
 async def as_caller(
@@ -24,6 +30,19 @@ async def as_caller(
         )
     except httpx.HTTPError as exc:
         raise APIError(f"The {service_type} service did not answer: {exc}", status=503) from None
+
+
+async def network_call(request: Request, method: str, path: str, **kwargs: Any) -> Any:
+    """``method path`` on the network with the caller's token; its JSON answer, or its
+    error as compute's (the network's status and message)."""
+    response = await as_caller(request, "network", method, path, **kwargs)
+    if response.status_code >= 400:
+        try:
+            message = response.json()["NeutronError"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text[:200]
+        raise APIError(message, status=response.status_code)
+    return response.json() if response.content else None
 
 
 async def image_of(request: Request, image_id: str) -> dict[str, Any]:
@@ -83,14 +102,20 @@ async def security_group_exists(request: Request, name: str) -> bool:
 
 
 async def floating_ips(request: Request, port_ids: list[str]) -> dict[str, list[str]]:
-    """Floating addresses by port."""
+    """Floating addresses by port, asked of the network in batches (Nova keeps them in its
+    network info cache, so lists show them as well as single servers)."""
     found: dict[str, list[str]] = {}
-    for port_id in port_ids:
-        response = await service(request).client.request(
-            "network", "GET", "/v2.0/floatingips", params={"port_id": port_id}
-        )
+    for start in range(0, len(port_ids), FLOATING_BATCH):
+        batch = port_ids[start : start + FLOATING_BATCH]
+        try:
+            response = await service(request).client.request(
+                "network", "GET", "/v2.0/floatingips", params=[("port_id", p) for p in batch]
+            )
+        except (httpx.HTTPError, APIError) as exc:
+            # Server bodies still show their fixed addresses while the network is away.
+            log.warning("floating IPs of %d ports not read: %s", len(batch), exc)
+            continue
         if response.status_code == 200:
-            found[port_id] = [
-                ip["floating_ip_address"] for ip in response.json().get("floatingips", [])
-            ]
+            for ip in response.json().get("floatingips", []):
+                found.setdefault(ip["port_id"], []).append(ip["floating_ip_address"])
     return found

@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 
 from onestack.compute import vm_states
 from onestack.compute.actions import open_action
+from onestack.compute.api import volume_backed
 from onestack.compute.api.common import (
     as_int,
     at_least,
@@ -34,6 +35,7 @@ from onestack.compute.api.servers import check_metadata_quota, render
 from onestack.compute.conductor import quota_deltas
 from onestack.compute.host_states import COMPUTE_BINARY
 from onestack.compute.models import Instance, InstanceMetadata
+from onestack.compute.models_volumes import BlockDeviceMapping
 from onestack.compute.payloads import instance_payload
 from onestack.compute.views import embedded_flavor
 from onestack.core.asgi.errors import APIError, BadRequest, Conflict, Forbidden, NotFound
@@ -262,12 +264,17 @@ async def reset_state(request: Request, server: Instance, args: Any) -> Response
 
 
 async def _snapshot_image(
-    request: Request, server: Instance, name: str, extra: dict[str, str], kind: str
+    request: Request,
+    server: Instance,
+    name: str,
+    extra: dict[str, str],
+    kind: str,
+    disk_format: str = "qcow2",
 ) -> str:
     """Create the queued image a snapshot will fill, owned by the server's project."""
     body: dict[str, Any] = {
         "name": name,
-        "disk_format": "qcow2",
+        "disk_format": disk_format,
         "container_format": "bare",
         "visibility": "private",
         "image_type": kind,
@@ -295,19 +302,50 @@ async def create_image(request: Request, server: Instance, args: Any) -> Respons
     if not isinstance(metadata, dict):
         raise BadRequest("Invalid input for field/attribute metadata.")
     check_state(server, "createImage", RUNNING_STATES)
-    if not server.host:
-        raise Conflict(f"Cannot 'createImage' instance {server.uuid}: it is on no host")
-    image_id = await _snapshot_image(
-        request, server, args["name"], {str(k): str(v) for k, v in metadata.items()}, "snapshot"
-    )
-    rid = await begin(request, server, "createImage", A.TASK_OF["snapshot"])
-    await service(request).agents.cast(
-        server.host, "run_action", instance=await payload_of(request, server),
-        action="snapshot", request_id=rid, args={"image_id": image_id},
-    )  # fmt: skip
+    properties = {str(k): str(v) for k, v in metadata.items()}
+    mappings = await volume_backed.mappings_of(request, server)
+    if volume_backed.is_volume_backed(server, mappings):
+        image_id = await _volume_backed_image(request, server, args["name"], properties, mappings)
+    else:
+        if not server.host:
+            raise Conflict(f"Cannot 'createImage' instance {server.uuid}: it is on no host")
+        image_id = await _snapshot_image(request, server, args["name"], properties, "snapshot")
+        rid = await begin(request, server, "createImage", A.TASK_OF["snapshot"])
+        await service(request).agents.cast(
+            server.host, "run_action", instance=await payload_of(request, server),
+            action="snapshot", request_id=rid, args={"image_id": image_id},
+        )  # fmt: skip
     location = f"{await service(request).client.endpoint('image')}/v2/images/{image_id}"
-    body = {"image_id": image_id} if at_least(request, "2.45") else None
-    return JSONResponse(body, status_code=202, headers={"Location": location})
+    if at_least(request, "2.45"):
+        return JSONResponse({"image_id": image_id}, status_code=202, headers={"Location": location})
+    return Response(status_code=202, headers={"Location": location})
+
+
+async def _volume_backed_image(
+    request: Request,
+    server: Instance,
+    name: str,
+    properties: dict[str, str],
+    mappings: list[BlockDeviceMapping],
+) -> str:
+    """createImage of a volume-backed server, done in the API as Nova does: snapshot its
+    volumes, then an active image with no data that maps them; on failure the snapshots go."""
+    snapshots = volume_backed.VolumeSnapshots(request)
+    try:
+        mapping = await snapshots.take(mappings, name)
+        image_id = await _snapshot_image(
+            request, server, name, {**properties, **volume_backed.image_properties(mapping)},
+            "snapshot", disk_format="raw",
+        )  # fmt: skip
+        await volume_backed.activate_empty(request, image_id)
+    except BaseException:
+        await snapshots.remove()
+        raise
+    context = caller(request)
+    async with service(request).db.session() as session:
+        open_action(session, server.uuid, "createImage", request_id(request),
+                    context.project_id or "", context.user_id or "")  # fmt: skip
+    return image_id
 
 
 @action("shelve")

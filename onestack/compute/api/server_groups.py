@@ -22,6 +22,7 @@ from onestack.compute.api.common import (
 )
 from onestack.compute.models_admin import ServerGroup
 from onestack.compute.server_groups import find_group, members_of
+from onestack.compute.user_quotas import UserQuotas
 from onestack.core.asgi.errors import BadRequest, Forbidden, NotFound
 from onestack.core.asgi.request import json_body
 from onestack.core.asgi.routing import RouteTable
@@ -120,6 +121,7 @@ async def create_group(request: Request) -> Response:
     compute = service(request)
     project = context.project_id or ""
     try:
+        await UserQuotas(compute.db).check(project, context.user_id or "", {"server_groups": 1})
         async with (
             compute.quotas.hold(project, {"server_groups": 1}),
             compute.db.session() as session,

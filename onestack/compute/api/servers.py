@@ -54,6 +54,8 @@ from onestack.compute.models_admin import (
     ServerGroup,
     ServerGroupMember,
 )
+from onestack.compute.payloads import instance_payload
+from onestack.compute.user_quotas import UserQuotas
 from onestack.compute.views import embedded_flavor, server_summary, server_view
 from onestack.core.asgi.errors import BadRequest, Conflict, Forbidden
 from onestack.core.asgi.request import json_body
@@ -76,6 +78,7 @@ STATUS_FILTER = {
     "SHELVED_OFFLOADED": ([vm_states.SHELVED_OFFLOADED], None),
     "ERROR": ([vm_states.ERROR], None),
     "DELETED": ([vm_states.DELETED], None),
+    "SOFT_DELETED": ([vm_states.SOFT_DELETED], None),
     "REBOOT": ([vm_states.ACTIVE], "rebooting"),
     "HARD_REBOOT": ([vm_states.ACTIVE], "rebooting_hard"),
     "RESIZE": ([vm_states.ACTIVE, vm_states.STOPPED], vm_states.RESIZE_PREP),
@@ -97,10 +100,9 @@ def hostname_of(name: str) -> str:
 
 
 async def render(
-    request: Request, session: AsyncSession, servers: list[Instance], *, fresh: bool = False
+    request: Request, session: AsyncSession, servers: list[Instance]
 ) -> list[dict[str, Any]]:
-    """Full server bodies, metadata and tags loaded at once; ``fresh`` asks the network for
-    floating addresses (one server shown)."""
+    """Full server bodies, metadata, tags and floating addresses loaded at once."""
     ids = [s.uuid for s in servers]
     metadata: dict[str, dict[str, str]] = {i: {} for i in ids}
     tags: dict[str, list[str]] = {i: [] for i in ids}
@@ -116,12 +118,10 @@ async def render(
         ).scalars():
             tags[tag_row.instance_uuid].append(tag_row.tag)
     attached = await volumes_attached(request, session, ids)
+    floating = await floating_ips(request, [p["port_id"] for s in servers for p in s.ports or []])
     views = []
     admin = is_admin(request)
     for server in servers:
-        floating = None
-        if fresh and server.ports:
-            floating = await floating_ips(request, [p["port_id"] for p in server.ports])
         view = server_view(
             request,
             server,
@@ -170,6 +170,9 @@ def _filtered(request: Request) -> Select[Any]:
     else:
         deleted = admin and params.get("deleted", "").lower() in ("true", "1")
         query = query.where(Instance.deleted.is_(deleted))
+        # As Nova: soft-deleted servers are listed only when their status is asked for.
+        if "SOFT_DELETED" not in [s.upper() for s in params.getlist("status")]:
+            query = query.where(Instance.vm_state != vm_states.SOFT_DELETED)
     if "status" in params:
         statuses = [s.upper() for s in params.getlist("status")]
         clauses = []
@@ -297,7 +300,7 @@ async def list_servers_detail(request: Request) -> Response:
 async def show_server(request: Request) -> Response:
     async with service(request).db.session() as session:
         server = await find_server(request, session, request.path_params["server_id"])
-        (view,) = await render(request, session, [server], fresh=True)
+        (view,) = await render(request, session, [server])
     return JSONResponse({"server": view})
 
 
@@ -474,6 +477,7 @@ async def create_server(request: Request) -> Response:
             key_data = pair.public_key
     image_ref = body.get("imageRef") or ""
     image_meta: dict[str, Any] = {}
+    image: dict[str, Any] | None = None
     if image_ref:
         image_ref = str(image_ref).rstrip("/").rsplit("/", 1)[-1]
         image = await image_of(request, image_ref)
@@ -500,7 +504,7 @@ async def create_server(request: Request) -> Response:
     elif not body.get("block_device_mapping_v2"):
         raise BadRequest("Missing imageRef attribute")
     requested = await _requested_networks(request, body, project_id)
-    planned = await block_device_mapping.plan(request, body, project_id, max_count)
+    planned = await block_device_mapping.plan(request, body, project_id, max_count, image)
     if max_count > 1 and any(item.get("port") for item in requested):
         raise BadRequest(
             "Unable to launch multiple instances with a single configured port ID. "
@@ -508,7 +512,9 @@ async def create_server(request: Request) -> Response:
         )
     embedded = embedded_flavor(flavor, specs)
     try:
-        reservation = await compute.quotas.reserve(project_id, quota_deltas(embedded, max_count))
+        deltas = quota_deltas(embedded, max_count)
+        await UserQuotas(compute.db).check(project_id, caller(request).user_id or "", deltas)
+        reservation = await compute.quotas.reserve(project_id, deltas)
     except QuotaExceeded as exc:
         raise Forbidden(str(exc)) from None
     request_id = request.scope["state"].get("request_id") or f"req-{uuid.uuid4()}"
@@ -635,20 +641,50 @@ async def update_server(request: Request) -> Response:
     return JSONResponse({"server": view})
 
 
-@routes.delete("/v2.1/servers/{server_id}")
-async def delete_server(request: Request) -> Response:
+# A delete with ``reclaim_instance_interval`` set only powers these off (restorable).
+SOFT_DELETABLE = (vm_states.ACTIVE, vm_states.STOPPED, vm_states.PAUSED, vm_states.SUSPENDED,
+                  vm_states.RESCUED)  # fmt: skip
+
+
+async def delete(request: Request, server_id: str, *, force: bool = False) -> None:
+    """Delete a server. With ``reclaim_instance_interval`` set, a server running on a host
+    is soft-deleted (its agent powers it off; it keeps its resources and quota until the
+    reclaim or ``forceDelete``); otherwise, or with ``force``, it goes for good."""
     compute = service(request)
     request_id = request.scope["state"].get("request_id") or ""
+    context = caller(request)
     async with compute.db.session() as session:
-        server = await find_server(request, session, request.path_params["server_id"], "write")
+        server = await find_server(request, session, server_id, "write")
         check_unlocked(request, server)
         if server.task_state == vm_states.DELETING:
-            return Response(status_code=204)
+            return
+        soft = (
+            not force
+            and compute.config.reclaim_instance_interval > 0
+            and server.host is not None
+            and server.vm_state in SOFT_DELETABLE
+            and server.task_state is None
+        )
         building = server.vm_state == vm_states.BUILDING
-        server.task_state = vm_states.DELETING
-        context = caller(request)
-        open_action(session, server.uuid, "delete", request_id,
+        if soft:
+            server.task_state = vm_states.TASK_OF["soft_delete"]
+            server.deleted_at = dt.datetime.now(dt.UTC)
+            server.system_metadata = {
+                **(server.system_metadata or {}), "pre_action_state": server.vm_state
+            }  # fmt: skip
+        else:
+            server.task_state = vm_states.DELETING
+        open_action(session, server.uuid, "forceDelete" if force else "delete", request_id,
                     context.project_id or "", context.user_id or "")  # fmt: skip
-    if not building:
+        payload = instance_payload(server)
+    if soft:
+        await compute.agents.cast(str(server.host), "run_action", instance=payload,
+                                  action="soft_delete", request_id=request_id, args={})  # fmt: skip
+    elif not building:
         await compute.conductor.cast("delete_server", uuid=server.uuid, request_id=request_id)
+
+
+@routes.delete("/v2.1/servers/{server_id}")
+async def delete_server(request: Request) -> Response:
+    await delete(request, request.path_params["server_id"])
     return Response(status_code=204)

@@ -1,6 +1,7 @@
 """``/servers/{id}/os-volume_attachments``: attach (Cinder attachment reserved here, then
-connected and plugged by the server's agent), list, show, update ``delete_on_termination``
-(2.85) and detach; and ``volumes_attached`` of server bodies."""
+connected and plugged by the server's agent), list, show, swap for another volume (the
+agent mirrors the data), update ``delete_on_termination`` (2.85) and detach; and
+``volumes_attached`` of server bodies."""
 
 from __future__ import annotations
 
@@ -14,7 +15,15 @@ from starlette.responses import JSONResponse, Response
 
 from onestack.compute import vm_states
 from onestack.compute.actions import open_action
-from onestack.compute.api.common import as_bool, as_int, at_least, body_of, caller, service
+from onestack.compute.api.common import (
+    as_bool,
+    as_int,
+    at_least,
+    body_of,
+    caller,
+    enforce,
+    service,
+)
 from onestack.compute.api.lookups import check_state, check_unlocked, find_server
 from onestack.compute.models import Instance
 from onestack.compute.models_volumes import BlockDeviceMapping
@@ -28,6 +37,8 @@ routes = RouteTable()
 
 ATTACH_STATES = (vm_states.ACTIVE, vm_states.PAUSED, vm_states.STOPPED, vm_states.SUSPENDED,
                  vm_states.RESIZED)  # fmt: skip
+# A swap copies the volume through the running guest's QEMU.
+SWAP_STATES = (vm_states.ACTIVE, vm_states.PAUSED, vm_states.RESIZED)
 MAX_TAG = 60
 
 
@@ -109,6 +120,14 @@ async def _mapping(session: AsyncSession, server: Instance, volume_id: str) -> B
     return row
 
 
+def check_on_host(server: Instance, action: str) -> str:
+    """The server's host; 409 when it runs nowhere (shelved offloaded): no agent can plug
+    anything."""
+    if server.host is None:
+        raise Conflict(f"Cannot '{action}' instance {server.uuid}: it is on no host")
+    return server.host
+
+
 def _request_id(request: Request) -> str:
     return str(request.scope["state"].get("request_id") or f"req-{uuid.uuid4()}")
 
@@ -173,8 +192,7 @@ async def attach_volume(request: Request) -> Response:
         server = await find_server(request, session, request.path_params["server_id"], "write")
         check_unlocked(request, server)
         check_state(server, "attach_volume", ATTACH_STATES)
-        if server.host is None:
-            raise Conflict(f"Cannot 'attach_volume' instance {server.uuid}: it is on no host")
+        host = check_on_host(server, "attach_volume")
         used = {
             row.device_name: row.volume_id
             for row in (
@@ -215,7 +233,7 @@ async def attach_volume(request: Request) -> Response:
             view = attachment_view(request, row, listed=False)
             bdm = bdm_payload(row)
         await compute.agents.cast(
-            server.host, "attach_volume", instance=instance_payload(server), bdm=bdm,
+            host, "attach_volume", instance=instance_payload(server), bdm=bdm,
             request_id=request_id,
         )  # fmt: skip
     except BaseException:
@@ -226,34 +244,99 @@ async def attach_volume(request: Request) -> Response:
 
 @routes.put("/v2.1/servers/{server_id}/os-volume_attachments/{volume_id}")
 async def update_attachment(request: Request) -> Response:
+    """Swap the attached volume for ``volumeId`` (another volume), or (2.85) change
+    ``delete_on_termination`` of the attachment in place."""
     body = body_of(await json_body(request), "volumeAttachment")
     volume_id = request.path_params["volume_id"]
     new_volume = body.get("volumeId")
     if not isinstance(new_volume, str) or not new_volume:
         raise BadRequest("Invalid input for field/attribute volumeId.")
+    swap = new_volume != volume_id
+    if not swap and not at_least(request, "2.85"):
+        raise BadRequest("Updating an attachment in place needs microversion 2.85 or later.")
+    allowed = {"volumeId", "device"}
+    if at_least(request, "2.85"):
+        allowed |= {"tag", "serverId", "id", "delete_on_termination"}
+    unknown = set(body) - allowed
+    if unknown:
+        raise BadRequest(f"Additional properties are not allowed ({sorted(unknown)[0]!r} "
+                         "was unexpected)")  # fmt: skip
+    if swap:
+        enforce(request, "swap_volume")
     async with service(request).db.session() as session:
         server = await find_server(request, session, request.path_params["server_id"], "write")
         check_unlocked(request, server)
         row = await _mapping(session, server, volume_id)
-        if new_volume != volume_id:
-            raise BadRequest("Swapping an attached volume for another is not supported by "
-                             "this cloud; detach it and attach the other.")  # fmt: skip
-        if not at_least(request, "2.85"):
-            raise BadRequest("Updating an attachment in place needs microversion 2.85 or later.")
         for key, current in (("device", row.device_name), ("tag", row.tag),
                              ("serverId", server.uuid), ("id", volume_id)):  # fmt: skip
             if key in body and body[key] != current:
                 raise BadRequest(f"The {key} of a volume attachment cannot be changed.")
-        unknown = set(body) - {"volumeId", "device", "tag", "serverId", "id",
-                               "delete_on_termination"}  # fmt: skip
-        if unknown:
-            raise BadRequest(f"Additional properties are not allowed ({sorted(unknown)[0]!r} "
-                             "was unexpected)")  # fmt: skip
         if "delete_on_termination" in body:
             row.delete_on_termination = as_bool(
                 body["delete_on_termination"], "delete_on_termination"
             )
+        if not swap:
+            return Response(status_code=202)
+        check_state(server, "swap_volume", SWAP_STATES)
+        host = check_on_host(server, "swap_volume")
+        if row.boot_index == 0:
+            raise BadRequest("Swapping the root volume of a server is not supported.")
+        if row.status != "attached":
+            raise BadRequest(f"Invalid volume: volume {volume_id} is {row.status}, not "
+                             "attached.")  # fmt: skip
+    await _swap(request, server, host, row, new_volume)
     return Response(status_code=202)
+
+
+async def _swap(
+    request: Request, server: Instance, host: str, row: BlockDeviceMapping, new_volume_id: str
+) -> None:
+    """Reserve the new volume for the server and have its agent copy the old one onto it
+    (Nova's swap: block storage's attachments API, the guest's disk mirrored then pivoted)."""
+    compute = service(request)
+    cinder = Cinder(compute.client)
+    try:
+        old = await cinder.volume(row.volume_id)
+        new = await cinder.volume(new_volume_id)
+    except VolumeServiceError as exc:
+        raise volume_error(exc) from None
+    if old is None:
+        raise NotFound(f"Volume {row.volume_id} could not be found.")
+    if new is None or new.get("os-vol-tenant-attr:tenant_id") != server.project_id:
+        # The new volume is named in the body, not the URL: a 400, as Nova answers.
+        raise BadRequest(f"Volume {new_volume_id} could not be found.")
+    if new.get("attachments") or new.get("status") != "available":
+        raise BadRequest(f"Invalid volume: new volume {new_volume_id} must be available (it "
+                         f"is {new.get('status')}) in order to swap.")  # fmt: skip
+    if int(new["size"]) < int(old["size"]):
+        raise BadRequest("Invalid volume: New volume must be the same size or larger.")
+    if old.get("multiattach") and len(old.get("attachments") or []) > 1:
+        raise BadRequest("Swapping multi-attach volumes with more than one read/write "
+                         "attachment is not supported.")  # fmt: skip
+    try:
+        attachment = await cinder.create_attachment(new_volume_id, server.uuid)
+    except VolumeServiceError as exc:
+        raise volume_error(exc) from None
+    request_id = _request_id(request)
+    context = caller(request)
+    try:
+        async with compute.db.session() as session:
+            current = await session.get(BlockDeviceMapping, row.id)
+            if current is None or current.status != "attached":
+                raise Conflict(f"Volume {row.volume_id} changed meanwhile; try again.")
+            current.status = "swapping"
+            open_action(session, server.uuid, "swap_volume", request_id,
+                        context.project_id or "", context.user_id or "")  # fmt: skip
+            await session.flush()
+            bdm = bdm_payload(current)
+        await compute.agents.cast(
+            host, "swap_volume", instance=instance_payload(server), bdm=bdm,
+            new_volume_id=new_volume_id, new_attachment_id=attachment["id"],
+            request_id=request_id,
+        )  # fmt: skip
+    except BaseException:
+        await cinder.delete_attachment(attachment["id"])
+        raise
 
 
 @routes.delete("/v2.1/servers/{server_id}/os-volume_attachments/{volume_id}")
@@ -266,8 +349,7 @@ async def detach_volume(request: Request) -> Response:
         check_unlocked(request, server)
         check_state(server, "detach_volume", ATTACH_STATES)
         row = await _mapping(session, server, request.path_params["volume_id"])
-        if server.host is None:
-            raise Conflict(f"Cannot 'detach_volume' instance {server.uuid}: it is on no host")
+        host = check_on_host(server, "detach_volume")
         if row.boot_index == 0:
             raise BadRequest("Can't detach root device volume")
         if row.status != "attached":
@@ -279,7 +361,6 @@ async def detach_volume(request: Request) -> Response:
         await session.flush()
         bdm = bdm_payload(row)
         payload = instance_payload(server)
-        host = server.host
     await compute.agents.cast(
         host, "detach_volume", instance=payload, bdm=bdm, request_id=request_id
     )

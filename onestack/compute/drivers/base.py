@@ -96,6 +96,25 @@ class InstanceSpec:
     launch_index: int = 0
 
 
+@dataclass
+class Diagnostics:
+    """A guest's counters in Nova's standard form (``os-server-diagnostics`` from 2.48):
+    ``cpu_details`` ``{id, time (ns), utilisation}``, ``nic_details`` ``{mac_address,
+    rx_/tx_ octets, errors, drop, packets, rate}`` seen from the guest, ``disk_details``
+    ``{id (device), read_bytes, read_requests, write_bytes, write_requests, errors_count}``."""
+
+    state: str  # pending, running, paused, shutdown, crashed, suspended
+    driver: str
+    hypervisor: str
+    hypervisor_os: str
+    uptime: int  # seconds
+    config_drive: bool
+    memory_details: dict[str, int]  # {maximum, used} in MiB
+    cpu_details: list[dict[str, Any]] = field(default_factory=list)
+    nic_details: list[dict[str, Any]] = field(default_factory=list)
+    disk_details: list[dict[str, Any]] = field(default_factory=list)
+
+
 ImageFetcher = Callable[[str, Path], Awaitable[None]]
 """Writes image ``id``'s data to the given path (the agent streams it from the image service)."""
 
@@ -105,6 +124,10 @@ ImageUploader = Callable[[Path, str], Awaitable[None]]
 
 class DriverError(Exception):
     """A hypervisor operation failed; the message is shown in the server's fault."""
+
+
+class GuestAgentNotEnabled(DriverError):
+    """The operation needs an agent inside the guest, and this guest has none."""
 
 
 class ComputeDriver(abc.ABC):
@@ -121,6 +144,9 @@ class ComputeDriver(abc.ABC):
     # Whether spawn plugs the tap devices itself: the agent then waits for the network's
     # ``network-vif-plugged`` event of each "bridge" port before reporting the server up.
     plugs_vifs: bool = False
+    # How the driver fetches image data outside of spawn (the destination of a move
+    # needs the image its root disk is an overlay of); the agent sets it.
+    fetch_image: ImageFetcher | None = None
 
     @abc.abstractmethod
     async def init_host(self, host: str) -> None:
@@ -237,6 +263,13 @@ class ComputeDriver(abc.ABC):
         """Show the guest an attached volume that block storage grew to ``new_size`` bytes."""
         raise DriverError(f"{self.name} does not support volume extend")
 
+    async def swap_volume(
+        self, instance: InstanceSpec, old: BlockDevice, new: BlockDevice, new_size: int
+    ) -> None:
+        """Copy the attached volume ``old`` onto ``new`` while the guest runs and make the
+        guest's disk ``new`` (``new_size``: its bytes after, when larger; 0 keeps them)."""
+        raise DriverError(f"{self.name} does not support swapping volumes")
+
     async def attach_interface(self, instance: InstanceSpec, vif: Vif) -> None:
         """Hot-plug a network interface."""
         raise DriverError(f"{self.name} does not support interface attach")
@@ -244,6 +277,14 @@ class ComputeDriver(abc.ABC):
     async def detach_interface(self, instance: InstanceSpec, vif: Vif) -> None:
         """Unplug a network interface."""
         raise DriverError(f"{self.name} does not support interface attach")
+
+    async def diagnostics(self, instance: InstanceSpec) -> Diagnostics:
+        """The guest's CPU, memory, disk and NIC counters."""
+        raise NotImplementedError(f"{self.name} does not report diagnostics")
+
+    async def set_admin_password(self, instance: InstanceSpec, password: str) -> None:
+        """Set the administrator's password inside the running guest."""
+        raise NotImplementedError(f"{self.name} cannot set passwords")
 
     @abc.abstractmethod
     async def console_output(self, instance: InstanceSpec, lines: int | None = None) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 from onestack.compute.drivers.base import (
     BlockDevice,
     ComputeDriver,
+    Diagnostics,
     DriverError,
     HostCapacity,
     ImageFetcher,
@@ -27,6 +29,18 @@ from onestack.compute.drivers.base import (
 )
 from onestack.core.config import Settings
 
+NIC_COUNTERS = (
+    "rx_octets", "rx_errors", "rx_drop", "rx_packets", "rx_rate",
+    "tx_octets", "tx_errors", "tx_drop", "tx_packets", "tx_rate",
+)  # fmt: skip
+DISK_COUNTERS = ("read_bytes", "read_requests", "write_bytes", "write_requests", "errors_count")
+FAKE_STATES = {
+    PowerState.RUNNING: "running",
+    PowerState.PAUSED: "paused",
+    PowerState.SHUTDOWN: "shutdown",
+    PowerState.SUSPENDED: "suspended",
+    PowerState.CRASHED: "crashed",
+}
 FAKE_TRAITS = {"COMPUTE_NET_ATTACH_INTERFACE", "COMPUTE_VOLUME_ATTACH", "HW_CPU_X86_SSE2"}
 
 
@@ -41,6 +55,8 @@ class FakeGuest:
     volumes: dict[str, BlockDevice] = field(default_factory=dict)
     volume_sizes: dict[str, int] = field(default_factory=dict)  # bytes, once extended
     vifs: dict[str, Vif] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+    admin_password: str | None = None
 
 
 class FakeDriver(ComputeDriver):
@@ -197,11 +213,56 @@ class FakeDriver(ComputeDriver):
             raise DriverError(f"volume {device.volume_id} is not attached to {instance.uuid}")
         guest.volume_sizes[device.volume_id] = new_size
 
+    async def swap_volume(
+        self, instance: InstanceSpec, old: BlockDevice, new: BlockDevice, new_size: int
+    ) -> None:
+        guest = self._guest(instance)
+        if old.volume_id not in guest.volumes:
+            raise DriverError(f"volume {old.volume_id} is not attached to {instance.uuid}")
+        del guest.volumes[old.volume_id]
+        guest.volumes[new.volume_id] = new
+        if new_size:
+            guest.volume_sizes[new.volume_id] = new_size
+
     async def attach_interface(self, instance: InstanceSpec, vif: Vif) -> None:
-        self._guest(instance).vifs[vif.port_id] = vif
+        guest = self._guest(instance)
+        if instance.flavor_extra_specs.get("fake:fail_interface_attach") == "true":
+            raise DriverError(f"fake host {self.host} was told to fail interface attaches")
+        guest.vifs[vif.port_id] = vif
 
     async def detach_interface(self, instance: InstanceSpec, vif: Vif) -> None:
         self._guest(instance).vifs.pop(vif.port_id, None)
+
+    async def diagnostics(self, instance: InstanceSpec) -> Diagnostics:
+        """Counters of the simulated guest: CPU time is its uptime on every vCPU; disks
+        and NICs are the ones it has, idle."""
+        guest = self._guest(instance)
+        uptime = time.monotonic() - guest.started
+        disks = ["vda", *(d.mountpoint.rsplit("/", 1)[-1] for d in guest.volumes.values())]
+        return Diagnostics(
+            state=FAKE_STATES.get(guest.state, "pending"),
+            driver="fake",
+            hypervisor="fake",
+            hypervisor_os="linux",
+            uptime=int(uptime),
+            config_drive=instance.config_drive,
+            memory_details={"maximum": instance.memory_mb, "used": instance.memory_mb},
+            cpu_details=[
+                {"id": cpu, "time": int(uptime * 1e9), "utilisation": 100}
+                for cpu in range(instance.vcpus)
+            ],
+            nic_details=[
+                {"mac_address": vif.mac_address, **dict.fromkeys(NIC_COUNTERS, 0)}
+                for vif in guest.vifs.values()
+            ],
+            disk_details=[{"id": disk, **dict.fromkeys(DISK_COUNTERS, 0)} for disk in disks],
+        )
+
+    async def set_admin_password(self, instance: InstanceSpec, password: str) -> None:
+        guest = self._guest(instance)
+        if guest.state != PowerState.RUNNING:
+            raise DriverError(f"server {instance.uuid} is not running")
+        guest.admin_password = password
 
     async def vnc_address(self, instance: InstanceSpec) -> tuple[str, int]:
         self._guest(instance)

@@ -1,11 +1,12 @@
 """The small bootable guest image ``onestack guest-image build`` makes from Debian packages.
 
 A cirros-like disk: an MBR with syslinux booting a FAT partition that holds the
-Debian cloud kernel and an initramfs (busybox-static, the virtio/ATA/ISO 9660
-modules, an init that brings the NIC up with DHCP, reads the config drive or
-the metadata service and prints a marker line on the serial console). The
-guest runs from RAM; the disk only carries the boot files. Nothing is
-downloaded except the kernel package, through apt, when apt's cache lacks it.
+Debian cloud kernel and an initramfs (busybox-static, which formats and mounts attached
+volumes with mke2fs and mount; the virtio/ATA/ISO 9660 modules, and ext4 when the kernel
+has it as a module; an init that brings the NIC up with DHCP, reads the config drive or
+the metadata service and prints a marker line on the serial console). The guest runs
+from RAM; the disk only carries the boot files. Nothing is downloaded except the kernel
+package, through apt, when apt's cache lacks it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ SYSLINUX_MODULES = Path("/usr/lib/syslinux/modules/bios")
 APT_ARCHIVES = Path("/var/cache/apt/archives")
 # The kernel modules the guest loads (their dependencies are added from each module's
 # .modinfo): virtio disks and NICs, the e1000 NIC, the IDE CD-ROM the config drive is on,
-# ISO 9660 to read it, and the ACPI power button for clean shutdowns.
+# ISO 9660 to read it, ext4 (which also mounts ext2: busybox's mke2fs formats attached
+# volumes) and the ACPI power button for clean shutdowns. A module the kernel has built
+# in (the Debian cloud kernel builds ext4 in) has no file and is skipped.
 GUEST_MODULES = (
     "virtio_pci",
     "virtio_blk",
@@ -40,6 +43,7 @@ GUEST_MODULES = (
     "ata_piix",
     "sr_mod",
     "isofs",
+    "ext4",
     "button",
     "evdev",
 )

@@ -25,7 +25,9 @@ from typing import Any
 from onestack.compute.drivers.base import (
     BlockDevice,
     ComputeDriver,
+    Diagnostics,
     DriverError,
+    GuestAgentNotEnabled,
     HostCapacity,
     ImageFetcher,
     ImageUploader,
@@ -33,8 +35,16 @@ from onestack.compute.drivers.base import (
     PowerState,
     Vif,
 )
-from onestack.compute.drivers.qemu import accel, configdrive, disks, networking
-from onestack.compute.drivers.qemu.machine import Definition, Disk, Machine
+from onestack.compute.drivers.qemu import (
+    accel,
+    configdrive,
+    diagnostics,
+    disks,
+    networking,
+    transfer,
+    volumes,
+)
+from onestack.compute.drivers.qemu.machine import Definition, Disk, Machine, Nic
 from onestack.core.config import Settings
 
 BINARY = "qemu-system-x86_64"
@@ -95,6 +105,7 @@ class QemuDriver(ComputeDriver):
         self.version = 0
         self.soft_reboot_timeout = 60.0
         self.live_migration_timeout = 600.0
+        self.volume_swap_timeout = 3600.0
         self.host_ip = "127.0.0.1"
         self._locks: dict[str, asyncio.Lock] = {}
         self._bases: disks.BaseImages | None = None
@@ -236,26 +247,39 @@ class QemuDriver(ComputeDriver):
         vifs: list[Vif],
         block_devices: list[BlockDevice],
         incoming: str | None = None,
-    ) -> None:
+    ) -> list[BlockDevice]:
+        """Start the guest with its volumes (``block_devices``, else those it had) on the
+        command line; the volumes a restore from ``incoming`` must plug after it runs."""
+        transfer.stop_exports(machine.dir)  # a move's source serves its disks no longer
         for vif in vifs:
             await networking.plug(vif)
         definition.accel = self.acceleration.accel
         definition.save(machine.definition_path)
         (machine.dir / "vifs.json").write_text(json.dumps([asdict(v) for v in vifs]))
-        await machine.start(definition, incoming)
-        if not block_devices and incoming is None:
-            block_devices = self._saved_volumes(machine)
-        for device in block_devices:
-            if device.boot_index != 0:
-                await self._attach(machine, device)
-
-    def _saved_volumes(self, machine: Machine) -> list[BlockDevice]:
-        """The volumes plugged into the guest (``volumes.json``), to plug again on restart."""
-        try:
-            saved = json.loads((machine.dir / "volumes.json").read_text())
-            return [BlockDevice(**entry) for entry in saved.values()]
-        except (OSError, ValueError, TypeError):
-            return []
+        saved = volumes.load(machine.dir)
+        plugged: dict[str, volumes.Plugged] = {}
+        later: list[BlockDevice] = []
+        for device in block_devices or [p.device for p in saved.values()]:
+            if device.boot_index == 0:
+                continue
+            known = saved.get(device.volume_id)
+            if known is not None:
+                plugged[device.volume_id] = volumes.Plugged(
+                    device, known.node, known.qdev, known.addr
+                )
+            elif incoming is None:
+                plugged[device.volume_id] = volumes.Plugged.fresh(device)
+            else:
+                # Saved device state has no such disk: it is plugged once the guest runs.
+                later.append(device)
+        volume_args = [arg for p in plugged.values() for arg in p.command_args()]
+        await machine.start(definition, incoming, volume_args)
+        for entry in plugged.values():
+            if not entry.addr:
+                with contextlib.suppress(DriverError):
+                    entry.addr = await volumes.pci_address(machine, entry.qdev)
+        volumes.save(machine.dir, plugged)
+        return later
 
     def _saved_vifs(self, machine: Machine) -> list[Vif]:
         try:
@@ -311,11 +335,10 @@ class QemuDriver(ComputeDriver):
 
     async def _remove(self, machine: Machine, vifs: list[Vif], keep_disks: bool = False) -> None:
         await machine.kill()
-        # When the server also lives on another host of this machine (the other end of a
+        transfer.stop_exports(machine.dir)
+        # When the server also runs on another host of this machine (the other end of a
         # move), its taps are that host's now: only the vifs named here are unplugged.
-        elsewhere = [
-            d for d in self.state_root.glob(f"*/instances/{machine.dir.name}") if d != machine.dir
-        ]
+        elsewhere = _runs_on_this_machine(machine.dir.name)
         known = {} if elsewhere else {v.port_id: v for v in self._saved_vifs(machine)}
         known.update({v.port_id: v for v in vifs})
         for vif in known.values():
@@ -382,6 +405,10 @@ class QemuDriver(ComputeDriver):
                 return
             machine.memory_state.unlink(missing_ok=True)
             definition = machine.definition()
+            boot_volume = next((d for d in block_devices if d.boot_index == 0), None)
+            if boot_volume is not None:  # its connection may have changed (a move)
+                root = next(d for d in definition.disks if d.id == "root")
+                root.path, root.format = _volume_path(boot_volume)
             if vifs:
                 props = {**instance.image_meta.get("properties", {}), **instance.image_meta}
                 model = str(props.get("hw_vif_model") or "virtio")
@@ -427,20 +454,21 @@ class QemuDriver(ComputeDriver):
                 return
             if not machine.memory_state.exists():
                 raise DriverError(f"server {instance.uuid} has no saved memory to resume")
-            await self._start(
+            # The volumes plugged when it was suspended sit at their old PCI addresses, as
+            # the saved device state expects.
+            attached_meanwhile = await self._start(
                 machine,
                 machine.definition(),
                 vifs or self._saved_vifs(machine),
-                [],
+                block_devices,
                 incoming=f"exec:cat {machine.memory_state}",
             )
             await machine.wait_job("restore", 600)
             if await machine.status() != "running":
                 await machine.qmp("cont")
             machine.memory_state.unlink(missing_ok=True)
-            for device in block_devices:
-                with contextlib.suppress(DriverError):
-                    await self._attach(machine, device)
+            for device in attached_meanwhile:
+                await self._attach(machine, device)
 
     async def snapshot(self, instance: InstanceSpec, upload: ImageUploader) -> None:
         machine = self._existing(instance)
@@ -507,50 +535,48 @@ class QemuDriver(ComputeDriver):
 
     async def export_disks(self, instance: InstanceSpec) -> dict[str, Any]:
         machine = self._existing(instance)
-        info = await disks.image_info(machine.dir / "disk")
+        transfer.clear_markers(machine.dir)
+        root = machine.dir / "disk"
+        info = await disks.image_info(root) if root.exists() else {}
+        files = sorted(
+            p.name
+            for p in machine.dir.iterdir()
+            if p.name.startswith("disk") and p.name != "disk.rescue" and p.is_file()
+        )
         return {
             "host": self.host,
-            "path": str(machine.dir),
-            "files": sorted(
-                p.name
-                for p in machine.dir.iterdir()
-                if p.name.startswith("disk") or p.name in ("definition.json", "instance.json")
-            ),
-            "backing": info.get("full-backing-filename") or info.get("backing-filename"),
-            "backing_format": info.get("backing-filename-format"),
+            "marker": transfer.leave_marker(machine.dir),
+            "definition": machine.definition_path.read_text(),
+            "instance": (machine.dir / "instance.json").read_text(),
+            "backed": bool(info.get("backing-filename")),
+            "address": self.host_ip,
+            "exports": await transfer.export_files(machine.dir, files, self.host_ip),
         }
 
     async def import_disks(self, instance: InstanceSpec, source: dict[str, Any]) -> None:
-        if self._bases is None:
-            raise DriverError("init_host was not called")
         machine = self._machine(instance)
-        source_dir = Path(str(source["path"]))
-        if not source_dir.is_dir():
-            raise DriverError(f"the source's disks at {source_dir} are not reachable from here")
-        if source_dir.resolve() == machine.dir.resolve():
-            return  # a resize on the same host: the disks are already here
         machine.dir.mkdir(parents=True, exist_ok=True)
-        for name in source["files"]:
-            await asyncio.to_thread(shutil.copy2, source_dir / name, machine.dir / name)
-        backing = source.get("backing")
-        if backing:
-            local = self._bases.dir / Path(backing).name
-            if not local.exists():
-                self._bases.dir.mkdir(parents=True, exist_ok=True)
-                await asyncio.to_thread(shutil.copy2, backing, local)
-            await disks.run(
-                "qemu-img",
-                "rebase",
-                "-u",
-                "-f",
-                "qcow2",
-                "-F",
-                str(source.get("backing_format") or "qcow2"),
-                "-b",
-                str(local),
-                str(machine.dir / "disk"),
-            )
+        if transfer.shares(machine.dir, str(source.get("marker") or "")):
+            return  # this host sees the source's directory (same host, shared storage)
+        try:
+            await transfer.fetch_files(str(source["address"]), source["exports"], machine.dir)
+            machine.definition_path.write_text(str(source["definition"]))
+            (machine.dir / "instance.json").write_text(str(source["instance"]))
+            if source.get("backed"):
+                base, fmt = await self._base(instance.image_id or "")
+                await disks.run("qemu-img", "rebase", "-u", "-f", "qcow2", "-F", fmt,
+                                "-b", str(base), str(machine.dir / "disk"))  # fmt: skip
+        except BaseException:
+            await self._remove(machine, [])
+            raise
         self._retarget(machine)
+
+    async def _base(self, image_id: str) -> tuple[Path, str]:
+        """This host's cached base of ``image_id``, fetched from the image service when
+        missing (the destination of a move)."""
+        if self._bases is None or self.fetch_image is None:
+            raise DriverError("init_host was not called or the agent gave no image fetcher")
+        return await self._bases.get(image_id, self.fetch_image)
 
     def _retarget(self, machine: Machine) -> None:
         """Point a copied definition's disk paths at this host's copy of the files."""
@@ -558,7 +584,8 @@ class QemuDriver(ComputeDriver):
             return
         definition = machine.definition()
         for disk in definition.disks:
-            disk.path = str(machine.dir / Path(disk.path).name)
+            if Path(disk.path).parent.name == machine.dir.name:  # not a volume
+                disk.path = str(machine.dir / Path(disk.path).name)
         definition.save(machine.definition_path)
 
     async def prepare_live_migration(
@@ -569,7 +596,7 @@ class QemuDriver(ComputeDriver):
         machine = self._machine(instance)
         if machine.running():
             raise DriverError(f"server {instance.uuid} already runs on {self.host}")
-        base, fmt = await self._local_base(instance.image_id or "")
+        base, fmt = await self._base(instance.image_id or "")
         machine.dir.mkdir(parents=True, exist_ok=True)
         try:
             await disks.create_overlay(base, fmt, machine.dir / "disk", instance.root_gb)
@@ -582,44 +609,31 @@ class QemuDriver(ComputeDriver):
                 await configdrive.build(instance, vifs, machine.dir / "disk.config")
             (machine.dir / "instance.json").write_text(json.dumps(asdict(instance)))
             definition = self._definition(instance, vifs, machine, config_drive)
-            port = _free_port()
-            await self._start(machine, definition, vifs, [], incoming=f"tcp:{self.host_ip}:{port}")
+            await self._start(machine, definition, vifs, [], incoming="defer")
+            incoming = await transfer.serve_incoming(machine, self.host_ip)
         except BaseException:
             await self._remove(machine, [])
             raise
-        for device in block_devices:
-            _save_list(machine.dir / "volumes.json", device.volume_id, asdict(device))
-        return {"host": self.host, "address": self.host_ip, "port": port,
-                "machine_id": _machine_id()}  # fmt: skip
+        volumes.save(machine.dir, {d.volume_id: volumes.Plugged.fresh(d) for d in block_devices
+                                   if d.boot_index != 0})  # fmt: skip
+        transfer.in_background(self._await_incoming(machine))
+        return {"host": self.host, **incoming, "machine_id": _machine_id()}
 
-    async def _local_base(self, image_id: str) -> tuple[Path, str]:
-        """The cached base of ``image_id`` here, copied from another host's cache on this
-        machine when this host has none (the destination of a live migration is not
-        handed an image fetcher)."""
-        assert self._bases is not None
-        local = self._bases.dir / image_id
-        if not local.exists():
-            others = [p for p in self.state_root.glob(f"*/_base/{image_id}") if p != local]
-            if not others:
-                raise DriverError(f"image {image_id} is not cached on {self.host}")
-            self._bases.dir.mkdir(parents=True, exist_ok=True)
-            partial = local.with_name(local.name + ".part")
-            await asyncio.to_thread(shutil.copyfile, others[0], partial)
-            partial.replace(local)
-        return local, str((await disks.image_info(local))["format"])
+    async def _await_incoming(self, machine: Machine) -> None:
+        """The destination's side of a live migration once prepared: everything goes
+        when the guest does not arrive."""
+        if not await transfer.stop_serving_when_done(machine, self.live_migration_timeout):
+            async with self._locks.setdefault(machine.dir.name, asyncio.Lock()):
+                if not machine.running():
+                    await self._remove(machine, [])
 
     async def live_migrate(self, instance: InstanceSpec, destination: dict[str, Any]) -> None:
         async with self._lock(instance):
             machine = self._running(instance)
-            uri = f"tcp:{destination['address']}:{destination['port']}"
-            # Block migration of the overlays only: the destination has the same base.
-            await machine.qmp("migrate", uri=uri, blk=True, inc=True)
-            try:
-                await machine.wait_job("live migration", self.live_migration_timeout)
-            except DriverError:
-                with contextlib.suppress(DriverError):
-                    await machine.qmp("migrate_cancel")
-                raise
+            if volumes.load(machine.dir):
+                # The destination cannot rebuild their devices at the source's addresses.
+                raise DriverError("live migration of a server with volumes is not supported")
+            await transfer.block_migrate(machine, destination, self.live_migration_timeout)
             same_machine = destination.get("machine_id") == _machine_id()
             vifs = [] if same_machine else self._saved_vifs(machine)
             # On one machine the destination's QEMU holds a queue of the same taps.
@@ -631,41 +645,7 @@ class QemuDriver(ComputeDriver):
     # Volumes and interfaces -------------------------------------------------------------------
 
     async def _attach(self, machine: Machine, device: BlockDevice) -> None:
-        info = device.connection_info
-        kind = info.get("driver_volume_type")
-        data = info.get("data") or {}
-        node = "vol-" + device.volume_id[:18]
-        read_only = data.get("access_mode") == "ro"
-        if kind == "file":
-            file_node: dict[str, Any] = {"driver": "file", "filename": str(data["path"])}
-            fmt = str(data.get("format") or "raw")
-        elif kind == "nbd":
-            file_node = {
-                "driver": "nbd",
-                "server": {"type": "inet", "host": str(data["host"]), "port": str(data["port"])},
-                "export": str(data.get("name") or ""),
-            }
-            fmt = "raw"
-        else:
-            raise DriverError(f"volume connection type {kind!r} is not supported (file, nbd)")
-        await machine.qmp(
-            "blockdev-add",
-            driver=fmt,
-            **{"node-name": node, "file": file_node, "read-only": read_only},
-        )
-        try:
-            await machine.qmp(
-                "device_add",
-                driver="virtio-blk-pci",
-                drive=node,
-                id=node,
-                serial=device.volume_id[:20],
-            )
-        except DriverError:
-            with contextlib.suppress(DriverError):
-                await machine.qmp("blockdev-del", **{"node-name": node})
-            raise
-        _save_list(machine.dir / "volumes.json", device.volume_id, asdict(device))
+        volumes.record(machine.dir, device.volume_id, await volumes.hot_plug(machine, device))
 
     async def attach_volume(self, instance: InstanceSpec, device: BlockDevice) -> None:
         async with self._lock(instance):
@@ -674,14 +654,15 @@ class QemuDriver(ComputeDriver):
     async def detach_volume(self, instance: InstanceSpec, device: BlockDevice) -> None:
         async with self._lock(instance):
             machine = self._existing(instance)
-            node = "vol-" + device.volume_id[:18]
+            plugged = volumes.load(machine.dir).get(device.volume_id)
+            if plugged is None:
+                plugged = volumes.Plugged.fresh(device)
             if machine.running():
                 with contextlib.suppress(DriverError):
-                    await machine.qmp("device_del", id=node)
-                await self._wait_device_gone(machine, node)
-                with contextlib.suppress(DriverError):
-                    await machine.qmp("blockdev-del", **{"node-name": node})
-            _save_list(machine.dir / "volumes.json", device.volume_id, None)
+                    await machine.qmp("device_del", id=plugged.qdev)
+                await self._wait_device_gone(machine, plugged.qdev)
+                await volumes.close(machine, plugged.node)
+            volumes.record(machine.dir, device.volume_id, None)
 
     async def extend_volume(
         self, instance: InstanceSpec, device: BlockDevice, new_size: int
@@ -694,8 +675,25 @@ class QemuDriver(ComputeDriver):
                 # A boot volume is the command line's drive "root", not a hot-plugged node.
                 await machine.qmp("block_resize", device="root", size=new_size)
             else:
-                node = "vol-" + device.volume_id[:18]
+                plugged = volumes.load(machine.dir).get(device.volume_id)
+                node = plugged.node if plugged else volumes.node_name(device.volume_id)
                 await machine.qmp("block_resize", **{"node-name": node}, size=new_size)
+
+    async def swap_volume(
+        self, instance: InstanceSpec, old: BlockDevice, new: BlockDevice, new_size: int
+    ) -> None:
+        async with self._lock(instance):
+            machine = self._running(instance)
+            current = volumes.load(machine.dir).get(old.volume_id)
+            if current is None:
+                raise DriverError(f"volume {old.volume_id} is not plugged into {instance.uuid}")
+            swapped = await volumes.mirror(
+                machine, current, new, new_size, self.volume_swap_timeout
+            )
+            plugged = volumes.load(machine.dir)
+            plugged.pop(old.volume_id, None)
+            plugged[new.volume_id] = swapped
+            volumes.save(machine.dir, plugged)
 
     async def _wait_device_gone(
         self, machine: Machine, device_id: str, timeout: float = 30
@@ -708,25 +706,36 @@ class QemuDriver(ComputeDriver):
         raise DriverError(f"the guest did not release device {device_id} within {timeout:g} s")
 
     async def attach_interface(self, instance: InstanceSpec, vif: Vif) -> None:
+        """Hot-plug into a running guest; a stopped one gets the NIC at its next start."""
         async with self._lock(instance):
-            machine = self._running(instance)
+            machine = self._existing(instance)
             nic = networking.nic_of(vif)
-            await networking.plug(vif)
-            if nic.tap:
-                fd = networking.open_tap(nic.tap)
-                try:
-                    await machine.qmp_with_fd(
-                        fd,
-                        f"tapfd-{nic.id}",
-                        "netdev_add",
-                        type="tap",
-                        id=f"net-{nic.id}",
-                        fd=f"tapfd-{nic.id}",
-                    )
-                finally:
-                    os.close(fd)
-            else:
-                await machine.qmp("netdev_add", type="user", id=f"net-{nic.id}")
+            if machine.running():
+                await self._hot_plug_nic(machine, vif, nic)
+            definition = machine.definition()
+            definition.nics.append(nic)
+            definition.save(machine.definition_path)
+            vifs = [v for v in self._saved_vifs(machine) if v.port_id != vif.port_id] + [vif]
+            (machine.dir / "vifs.json").write_text(json.dumps([asdict(v) for v in vifs]))
+
+    async def _hot_plug_nic(self, machine: Machine, vif: Vif, nic: Nic) -> None:
+        await networking.plug(vif)
+        if nic.tap:
+            fd = networking.open_tap(nic.tap)
+            try:
+                await machine.qmp_with_fd(
+                    fd,
+                    f"tapfd-{nic.id}",
+                    "netdev_add",
+                    type="tap",
+                    id=f"net-{nic.id}",
+                    fd=f"tapfd-{nic.id}",
+                )
+            finally:
+                os.close(fd)
+        else:
+            await machine.qmp("netdev_add", type="user", id=f"net-{nic.id}")
+        try:
             await machine.qmp(
                 "device_add",
                 driver=nic.model,
@@ -734,11 +743,10 @@ class QemuDriver(ComputeDriver):
                 mac=nic.mac,
                 id=f"nic-{nic.id}",
             )
-            definition = machine.definition()
-            definition.nics.append(nic)
-            definition.save(machine.definition_path)
-            vifs = [v for v in self._saved_vifs(machine) if v.port_id != vif.port_id] + [vif]
-            (machine.dir / "vifs.json").write_text(json.dumps([asdict(v) for v in vifs]))
+        except DriverError:
+            with contextlib.suppress(DriverError):
+                await machine.qmp("netdev_del", id=f"net-{nic.id}")
+            raise
 
     async def detach_interface(self, instance: InstanceSpec, vif: Vif) -> None:
         async with self._lock(instance):
@@ -756,6 +764,15 @@ class QemuDriver(ComputeDriver):
             definition.save(machine.definition_path)
             vifs = [v for v in self._saved_vifs(machine) if v.port_id != vif.port_id]
             (machine.dir / "vifs.json").write_text(json.dumps([asdict(v) for v in vifs]))
+
+    async def diagnostics(self, instance: InstanceSpec) -> Diagnostics:
+        machine = self._running(instance)
+        return await diagnostics.collect(machine, machine.definition(), instance.config_drive)
+
+    async def set_admin_password(self, instance: InstanceSpec, password: str) -> None:
+        """Guests get no QEMU guest agent channel, so there is nobody inside to ask."""
+        self._running(instance)
+        raise GuestAgentNotEnabled("QEMU guest agent is not enabled")
 
     # Consoles -------------------------------------------------------------------------------
 
@@ -787,22 +804,15 @@ def _volume_path(device: BlockDevice) -> tuple[str, str]:
     )
 
 
-def _save_list(path: Path, key: str, value: dict[str, Any] | None) -> None:
-    try:
-        entries = json.loads(path.read_text())
-    except (OSError, ValueError):
-        entries = {}
-    if value is None:
-        entries.pop(key, None)
-    else:
-        entries[key] = value
-    path.write_text(json.dumps(entries))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("", 0))
-        return int(sock.getsockname()[1])
+def _runs_on_this_machine(uuid: str) -> bool:
+    """Whether a QEMU process of server ``uuid`` runs here (another host's, once this
+    host's own is stopped)."""
+    needle = f"-uuid\0{uuid}\0".encode()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if needle in cmdline.read_bytes():
+                return True
+    return False
 
 
 def _machine_id() -> str:

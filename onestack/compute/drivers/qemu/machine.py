@@ -14,6 +14,9 @@ import json
 import os
 import shutil
 import signal
+import socket
+import struct
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -144,9 +147,11 @@ class Machine:
         definition: Definition,
         incoming: str | None = None,
         tap_fds: dict[str, int] | None = None,
+        volume_args: list[str] | None = None,
     ) -> list[str]:
         """The QEMU command line of ``definition`` (``incoming``: restore from this URI;
-        ``tap_fds``: an open queue of each NIC's tap, by NIC id)."""
+        ``tap_fds``: an open queue of each NIC's tap, by NIC id; ``volume_args``: the
+        plugged volumes' devices, which name their PCI addresses)."""
         d = definition
         accel = "kvm" if d.accel == "kvm" else "tcg"
         args = [
@@ -176,6 +181,8 @@ class Machine:
             "chardev:serial0",
             "-qmp",
             f"unix:{self.qmp_socket},server=on,wait=off",
+            # Devices at fixed addresses come before those QEMU places, which skip them.
+            *(volume_args or []),
             "-device",
             # Free page reporting hands pages the guest freed back to the host.
             "virtio-balloon-pci,id=balloon0,free-page-reporting=on",
@@ -226,8 +233,14 @@ class Machine:
             device = f"virtio-blk-pci,drive={disk.id},id=dev-{disk.id}{boot}{serial}"
         return ["-drive", drive, "-device", device]
 
-    async def start(self, definition: Definition, incoming: str | None = None) -> None:
-        """Start QEMU for ``definition``; returns once it runs (or raises with QEMU's error)."""
+    async def start(
+        self,
+        definition: Definition,
+        incoming: str | None = None,
+        volume_args: list[str] | None = None,
+    ) -> None:
+        """Start QEMU for ``definition`` (and the volumes of ``volume_args``); returns once it
+        runs (or raises with QEMU's error)."""
         if self.running():
             return
         self.socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -236,22 +249,27 @@ class Machine:
         from onestack.compute.drivers.qemu.networking import open_tap
 
         tap_fds: dict[str, int] = {}
-        try:
-            for nic in definition.nics:
-                if nic.tap:
-                    tap_fds[nic.id] = open_tap(nic.tap)
-            process = await asyncio.create_subprocess_exec(
-                *self.command(definition, incoming, tap_fds),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                cwd=self.dir,
-                pass_fds=tuple(tap_fds.values()),
-            )
-            output, _ = await process.communicate()
-        finally:
-            for fd in tap_fds.values():
-                os.close(fd)
+        # QEMU's output goes to a file, not a pipe: the daemonized guest may hold a pipe
+        # open (it does under uvloop), so reading it to the end would wait for the guest.
+        with tempfile.TemporaryFile() as log:
+            try:
+                for nic in definition.nics:
+                    if nic.tap:
+                        tap_fds[nic.id] = open_tap(nic.tap)
+                process = await asyncio.create_subprocess_exec(
+                    *self.command(definition, incoming, tap_fds, volume_args),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=asyncio.subprocess.STDOUT,
+                    cwd=self.dir,
+                    pass_fds=tuple(tap_fds.values()),
+                )
+                await process.wait()
+            finally:
+                for fd in tap_fds.values():
+                    os.close(fd)
+            log.seek(0)
+            output = log.read()
         if process.returncode != 0 or not self.running():
             text = output.decode(errors="replace").strip()
             raise DriverError(f"qemu did not start: {text[-500:] or process.returncode}")
@@ -275,16 +293,31 @@ class Machine:
     ) -> Any:
         """Hand QEMU ``descriptor`` as ``fdname`` (QMP getfd), then run ``command`` using it."""
         client = QMPClient(self.dir.name)
+        # qemu.qmp's send_fd_scm reaches into the standard loop's socket wrapper, which
+        # uvloop's transports lack; a duplicate of our own connected socket sends the fd.
+        connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        channel = None
+        handed_over = False
         try:
-            await asyncio.wait_for(client.connect(str(self.qmp_socket)), 10)
-            client.send_fd_scm(descriptor)
+            connection.setblocking(False)
+            loop = asyncio.get_running_loop()
+            await asyncio.wait_for(loop.sock_connect(connection, str(self.qmp_socket)), 10)
+            channel = connection.dup()
+            handed_over = True  # from here the client's transport owns and closes it
+            await asyncio.wait_for(client.connect(connection), 10)
+            rights = struct.pack("@i", descriptor)
+            channel.sendmsg([b" "], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)])
             await client.execute("getfd", {"fdname": fdname})
             return await asyncio.wait_for(client.execute(command, arguments or None), 60)
         except Exception as exc:
             raise DriverError(f"QMP {command}: {exc}") from exc
         finally:
+            if channel is not None:
+                channel.close()
             with contextlib.suppress(Exception):
                 await client.disconnect()
+            if not handed_over:
+                connection.close()
 
     async def status(self) -> str | None:
         """QEMU's run state (running, paused, shutdown, ...); None when it is not running."""
