@@ -42,7 +42,7 @@ RULES: list[RuleDefault] = [
     *_rules("get_user", f"{ADMIN_OR_READER} or {OWNER}"),
     *_rules("list_users", ADMIN_OR_READER),
     *_rules("create_user update_user delete_user", ADMIN),
-    *_rules("change_password", OWNER),
+    *_rules("change_password", f"{ADMIN} or {OWNER}"),
     *_rules("get_group list_groups list_users_in_group check_user_in_group", ADMIN_OR_READER),
     *_rules("list_groups_for_user", f"{ADMIN_OR_READER} or {OWNER}"),
     *_rules(

@@ -40,7 +40,10 @@ async def expand_implied(session: AsyncSession, role_ids: set[str]) -> list[Role
         seen |= frontier
     if not seen:
         return []
-    roles = await session.execute(select(Role).where(Role.id.in_(seen)).order_by(Role.name))
+    # Domain-specific roles never reach tokens themselves, only the roles they imply.
+    roles = await session.execute(
+        select(Role).where(Role.id.in_(seen), Role.domain_id == "").order_by(Role.name)
+    )
     return list(roles.scalars())
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 Name = Field(min_length=1, max_length=255)
 
@@ -14,6 +14,7 @@ class Strict(BaseModel):
     """Unknown top-level attributes are kept (Keystone stores them as extras)."""
 
     model_config = ConfigDict(extra="allow", str_strip_whitespace=False)
+    # Flags are JSON booleans as Keystone's schemas say: "True" (a string) is a 400.
 
 
 class Ref(BaseModel):
@@ -76,9 +77,10 @@ class AuthRequest(BaseModel):
 
 
 class DomainBody(Strict):
-    name: str | None = Field(None, min_length=1, max_length=255)
+    # Keystone's domain schema allows 64 characters.
+    name: str | None = Field(None, min_length=1, max_length=64)
     description: str | None = None
-    enabled: bool | None = None
+    enabled: StrictBool | None = None
 
 
 class DomainCreate(BaseModel):
@@ -86,11 +88,12 @@ class DomainCreate(BaseModel):
 
 
 class ProjectBody(Strict):
-    name: str | None = Field(None, min_length=1, max_length=255)
+    # Keystone's project schema allows 64 characters.
+    name: str | None = Field(None, min_length=1, max_length=64)
     domain_id: str | None = None
     parent_id: str | None = None
     description: str | None = None
-    enabled: bool | None = None
+    enabled: StrictBool | None = None
     is_domain: bool | None = None
     tags: list[str] | None = None
 
@@ -103,7 +106,7 @@ class UserBody(Strict):
     name: str | None = Field(None, min_length=1, max_length=255)
     domain_id: str | None = None
     password: str | None = None
-    enabled: bool | None = None
+    enabled: StrictBool | None = None
     default_project_id: str | None = None
     description: str | None = None
     email: str | None = None
@@ -157,7 +160,7 @@ class ServiceBody(Strict):
     type: str | None = Field(None, min_length=1, max_length=255)
     name: str | None = None
     description: str | None = None
-    enabled: bool | None = None
+    enabled: StrictBool | None = None
 
 
 class ServiceRequest(BaseModel):
@@ -170,7 +173,7 @@ class EndpointBody(Strict):
     url: str | None = Field(None, min_length=1)
     region_id: str | None = None
     region: str | None = None
-    enabled: bool | None = None
+    enabled: StrictBool | None = None
 
 
 class EndpointRequest(BaseModel):

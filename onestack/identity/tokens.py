@@ -153,10 +153,14 @@ class TokenProvider:
     async def catalog(self) -> list[dict[str, Any]]:
         """The unsubstituted catalog, cached per generation."""
         await self._refresh()
-        if self._catalog is None:
+        catalog = self._catalog
+        if catalog is None:
+            # A concurrent refresh may clear the cache while this one loads: answer
+            # with what was loaded, never with the cleared attribute.
             async with self.db.session() as session:
-                self._catalog = await load_catalog(session)
-        return self._catalog
+                catalog = await load_catalog(session)
+            self._catalog = catalog
+        return catalog
 
     # -- validation ------------------------------------------------------
 

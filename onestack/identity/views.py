@@ -30,6 +30,15 @@ def timestamp(value: dt.datetime | None) -> str | None:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def naive_isoformat(value: dt.datetime | None) -> str | None:
+    """UTC in isoformat without a zone: how Keystone shows an application credential's expiry."""
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value.isoformat()
+
+
 def v3_url(request: Request, path: str) -> str:
     """An absolute URL under this identity API's ``/v3``."""
     return f"{service_root(request)}/v3/{path}"
@@ -172,7 +181,7 @@ def application_credential(
         "description": a.description or None,
         "user_id": a.user_id,
         "project_id": a.project_id,
-        "expires_at": timestamp(a.expires_at),
+        "expires_at": naive_isoformat(a.expires_at),
         "unrestricted": a.unrestricted,
         "roles": [{"id": r.id, "name": r.name, "domain_id": r.domain_id or None} for r in roles],
         "access_rules": [],
@@ -209,8 +218,6 @@ def token(data: TokenData, catalog: list[dict[str, Any]] | None) -> dict[str, An
         body["roles"] = list(data.roles)
         if catalog is not None:
             body["catalog"] = catalog
-    elif catalog is not None:
-        body["catalog"] = []
     if data.app_cred_id:
         body["application_credential"] = {"id": data.app_cred_id, "restricted": True}
     return {"token": body}

@@ -234,7 +234,16 @@ async def _expand_effective(
             )
             expanded.append((extra, via))
             queue.append((extra, via))
-    return expanded
+    # As in Keystone, domain-specific roles only stand for the roles they imply.
+    role_ids = {grant.role_id for grant, _ in expanded}
+    domain_roles = set(
+        (
+            await session.execute(
+                select(Role.id).where(Role.id.in_(role_ids), Role.domain_id != "")
+            )
+        ).scalars()
+    )
+    return [(grant, via) for grant, via in expanded if grant.role_id not in domain_roles]
 
 
 async def _names(session: AsyncSession, model: Any, ids: set[str]) -> dict[str, Any]:

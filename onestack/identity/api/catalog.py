@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -14,7 +15,13 @@ from onestack.identity import views
 from onestack.identity.api.common import committed, enforce, get_or_404, json, no_content, service
 from onestack.identity.api.crud import apply_changes, filtered
 from onestack.identity.models import Endpoint, Region, Service
-from onestack.identity.schemas import EndpointRequest, RegionRequest, ServiceRequest
+from onestack.identity.schemas import (
+    EndpointBody,
+    EndpointRequest,
+    RegionBody,
+    RegionRequest,
+    ServiceRequest,
+)
 
 routes = RouteTable()
 
@@ -23,9 +30,23 @@ routes = RouteTable()
 async def create_region(request: Request) -> Response:
     enforce(request, "create_region")
     body = (await body_as(request, RegionRequest)).region
+    return await _store_region(request, body.id or new_id(), body)
+
+
+@routes.put("/v3/regions/{region_id}")
+async def create_region_with_id(request: Request) -> Response:
+    """Keystone's create with a chosen id: the path names it, a body id must agree."""
+    enforce(request, "create_region")
+    body = (await body_as(request, RegionRequest)).region
+    region_id = request.path_params["region_id"]
+    if body.id is not None and body.id != region_id:
+        raise BadRequest("The region id in the body does not match the URL.")
+    return await _store_region(request, region_id, body)
+
+
+async def _store_region(request: Request, region_id: str, body: RegionBody) -> Response:
     identity = service(request)
     async with identity.db.session() as session:
-        region_id = body.id or new_id()
         if await session.get(Region, region_id) is not None:
             raise Conflict(
                 f"Conflict occurred attempting to store region - Duplicate ID, {region_id}."
@@ -172,9 +193,7 @@ async def create_endpoint(request: Request) -> Response:
     identity = service(request)
     async with identity.db.session() as session:
         await get_or_404(session, Service, body.service_id, "service")
-        region_id = body.region_id or body.region
-        if region_id and await session.get(Region, region_id) is None:
-            raise BadRequest(f"Region {region_id} does not exist.")
+        region_id = await _endpoint_region(session, body)
         row = Endpoint(
             service_id=body.service_id,
             interface=body.interface,
@@ -187,6 +206,19 @@ async def create_endpoint(request: Request) -> Response:
         result = views.endpoint(request, row)
     await committed(request)
     return json({"endpoint": result}, 201)
+
+
+async def _endpoint_region(session: AsyncSession, body: EndpointBody) -> str | None:
+    """The endpoint's region: ``region_id`` must exist; the legacy ``region`` is created
+    when absent, as Keystone keeps v2-style clients working."""
+    if body.region_id:
+        if await session.get(Region, body.region_id) is None:
+            raise BadRequest(f"Region {body.region_id} does not exist.")
+        return body.region_id
+    if body.region and await session.get(Region, body.region) is None:
+        session.add(Region(id=body.region, description="", parent_region_id=None))
+        await session.flush()
+    return body.region
 
 
 @routes.get("/v3/endpoints")
@@ -218,10 +250,8 @@ async def update_endpoint(request: Request) -> Response:
         row = await get_or_404(session, Endpoint, request.path_params["endpoint_id"], "endpoint")
         if body.service_id:
             await get_or_404(session, Service, body.service_id, "service")
-        region_id = body.region_id or body.region
+        region_id = await _endpoint_region(session, body)
         if region_id:
-            if await session.get(Region, region_id) is None:
-                raise BadRequest(f"Region {region_id} does not exist.")
             row.region_id = region_id
         apply_changes(row, body, ("service_id", "interface", "url", "enabled"))
         await identity.tokens.changed(session)

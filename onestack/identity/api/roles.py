@@ -131,6 +131,8 @@ async def create_implied(request: Request) -> Response:
         prior, implied, rule = await _pair(request, session)
         if prior.id == implied.id:
             raise BadRequest("A role cannot imply itself.")
+        if not prior.domain_id and implied.domain_id:
+            raise Forbidden("A global role cannot imply a domain-specific role.")
         if rule is None:
             session.add(ImpliedRole(prior_role_id=prior.id, implied_role_id=implied.id))
         await identity.tokens.changed(session)

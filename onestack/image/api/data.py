@@ -69,19 +69,21 @@ async def _set_status(images: ImageService, image_id: str, status: str) -> None:
         )
 
 
-async def _receive(source: AsyncIterator[bytes], batches: asyncio.Queue[bytes | None]) -> None:
-    """Pull the request body into batches without waiting for the disk: uvicorn stops reading
-    the socket while a request's unread body exceeds 64 KiB."""
+async def _receive(
+    source: AsyncIterator[bytes], batches: asyncio.Queue[list[bytes] | None]
+) -> None:
+    """Pull the request body into batches of chunks without waiting for the disk: uvicorn
+    stops reading the socket while a request's unread body exceeds 64 KiB."""
     pending: list[bytes] = []
     size = 0
     async for chunk in source:
         pending.append(chunk)
         size += len(chunk)
         if size >= BATCH:
-            await batches.put(b"".join(pending))
+            await batches.put(pending)
             pending, size = [], 0
     if pending:
-        await batches.put(b"".join(pending))
+        await batches.put(pending)
     await batches.put(None)
 
 
@@ -90,7 +92,7 @@ async def _batches(
 ) -> AsyncIterator[bytes]:
     """``source`` in batches: received ahead (at most ``QUEUED`` batches), each hashed and
     inspected off the event loop while the store writes it, checked before the next goes out."""
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=QUEUED)
+    queue: asyncio.Queue[list[bytes] | None] = asyncio.Queue(maxsize=QUEUED)
     receiver = asyncio.ensure_future(_receive(source, queue))
     checking: asyncio.Future[None] | None = None
     try:
@@ -101,9 +103,12 @@ async def _batches(
                 getting.cancel()
                 receiver.result()  # the body broke off: raise why
                 continue
-            batch = getting.result()
-            if batch is None:
+            pieces = getting.result()
+            if pieces is None:
                 break
+            # Joined off the event loop: a big join releases the GIL, and getting it back
+            # from the hashing threads would stall the socket reads for a switch interval.
+            batch = await asyncio.to_thread(b"".join, pieces)
             if checking is not None:
                 await checking
             checking = asyncio.ensure_future(asyncio.to_thread(inspector.feed, batch))

@@ -300,6 +300,26 @@ def _pointer(path: object) -> str:
     return parts[0]
 
 
+def _operation(operation: object) -> tuple[object, object]:
+    """The op and path of one change: ``{"op": "replace", "path": "/name"}`` or, as
+    Glance also reads it (Tempest sends it), ``{"replace": "/name"}``."""
+    if isinstance(operation, dict):
+        if "op" in operation and "path" in operation:
+            return operation["op"], operation["path"]
+        named = [op for op in ("add", "replace", "remove") if op in operation]
+        if len(named) == 1:
+            return named[0], operation[named[0]]
+    raise BadRequest("Each operation needs 'op' and 'path'.")
+
+
+@routes.get("/v2/images/")
+@routes.patch("/v2/images/")
+@routes.delete("/v2/images/")
+async def image_without_id(request: Request) -> Response:
+    """An empty image id names no image (404), not the collection."""
+    raise NotFound("No image found with ID ")
+
+
 @routes.patch("/v2/images/{image_id}")
 async def update_image(request: Request) -> Response:
     content_type = request.headers.get("content-type", "").split(";")[0].strip()
@@ -316,9 +336,8 @@ async def update_image(request: Request) -> Response:
         row = await get_image(request, session, request.path_params["image_id"])
         enforce(request, "modify_image", owner_target(row))
         for operation in operations:
-            if not isinstance(operation, dict) or "op" not in operation or "path" not in operation:
-                raise BadRequest("Each operation needs 'op' and 'path'.")
-            op, name = operation["op"], _pointer(operation["path"])
+            op, path = _operation(operation)
+            name = _pointer(path)
             if name == "id":
                 raise Forbidden("Attribute 'id' is read-only.")
             if op in ("add", "replace"):

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from onestack.core.asgi.routing import RouteTable
+from onestack.object import timestamps
 from onestack.object.api import bulk, listings
 from onestack.object.api.common import (
     SwiftRequest,
@@ -25,6 +26,7 @@ from onestack.object.api.errors import SwiftError
 routes = RouteTable()
 PATH = "/v1/{account}"
 SHOWN = ("x-account-", "x-timestamp", "x-put-timestamp")
+POLICY_USAGE = "x-account-storage-policy-policy-0-"
 
 
 def _headers(backend: dict[str, str]) -> dict[str, str]:
@@ -35,14 +37,26 @@ def _headers(backend: dict[str, str]) -> dict[str, str]:
         headers["last-modified"] = http_date(math.ceil(float(backend["x-put-timestamp"])))
     headers.pop("x-put-timestamp", None)
     headers["accept-ranges"] = "bytes"
+    return _with_policy_usage(headers)
+
+
+def _with_policy_usage(headers: dict[str, str]) -> dict[str, str]:
+    """Swift's per-policy usage of an account that has containers; with one policy
+    (``Policy-0``) it is the account's totals."""
+    if int(headers.get("x-account-container-count", "0")) > 0:
+        for kind in ("container-count", "object-count", "bytes-used"):
+            headers[f"{POLICY_USAGE}{kind}"] = headers.get(f"x-account-{kind}", "0")
     return headers
 
 
-EMPTY_ACCOUNT = {
-    "x-account-container-count": "0",
-    "x-account-object-count": "0",
-    "x-account-bytes-used": "0",
-}
+def _empty_account() -> dict[str, str]:
+    """An account nothing was stored in yet, as Swift's autocreate shows it."""
+    return {
+        "x-account-container-count": "0",
+        "x-account-object-count": "0",
+        "x-account-bytes-used": "0",
+        "x-timestamp": timestamps.now(),
+    }
 
 
 @routes.get(PATH)
@@ -52,7 +66,7 @@ async def get_account(request: Request) -> Response:
     media = listings.listing_format(request)
     if request.method == "HEAD":
         response = await swift.store.account_request("HEAD", swift.account)
-        headers = _headers(response.headers) if response.ok else dict(EMPTY_ACCOUNT)
+        headers = _headers(response.headers) if response.ok else _empty_account()
         if response.status >= 500:
             raise SwiftError(503)
         headers = swift.visible(headers)
@@ -61,7 +75,7 @@ async def get_account(request: Request) -> Response:
     status, rows, backend = await _list(swift, params)
     if status >= 500:
         raise SwiftError(503)
-    headers = swift.visible(_headers(backend) if status < 300 else dict(EMPTY_ACCOUNT))
+    headers = swift.visible(_headers(backend) if status < 300 else _empty_account())
     return listings.render(media, "account", swift.account, rows, headers)
 
 

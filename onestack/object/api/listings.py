@@ -108,9 +108,10 @@ def render(
         )
     else:
         body = "".join((e.get("subdir") or e["name"]) + "\n" for e in entries).encode()
-        if not body:
-            return Response(b"", 204, headers=headers)
     out = {**headers, "content-type": f"{media}; charset=utf-8"}
+    if not body:
+        # Swift's empty text listing still names its content type.
+        return Response(b"", 204, headers=out)
     return Response(body, 200, headers=out)
 
 

@@ -296,20 +296,24 @@ class Replicas:
         batches_sent = 0
         last_batch = b""
         hashing: asyncio.Future[None] | None = None
-        batch = bytearray()
+        batch: list[bytes] = []
+        batch_size = 0
 
         async def flush() -> None:
             """Hand one batch to every live replica while the previous one is still hashing."""
-            nonlocal batches_sent, last_batch, hashing
-            data = bytes(batch)
+            nonlocal batches_sent, last_batch, hashing, batch_size
+            # Joined off the event loop: a join this big releases the GIL, and winning it back
+            # from the disk threads would stall the socket reads.
+            data = batch[0] if len(batch) == 1 else await self.cluster.run(b"".join, batch)
             batch.clear()
+            batch_size = 0
             live = [f for f in feeds if not f.failed]
             if len(live) < quorum:
                 raise UploadFailed(503, "too many replicas failed during the upload")
             if shared is not None:
                 if hashing is not None:
                     await hashing
-                hashing = asyncio.ensure_future(self.cluster.run(shared.md5.update, data))
+                hashing = asyncio.ensure_future(self.cluster.run(shared.digest.update, data))
             await asyncio.gather(*(f.send(data) for f in live))
             batches_sent += 1
             last_batch = data
@@ -317,8 +321,9 @@ class Replicas:
         try:
             chunk = first
             while chunk is not None:
-                batch += chunk
-                if len(batch) >= UPLOAD_BATCH:
+                batch.append(chunk)
+                batch_size += len(chunk)
+                if batch_size >= UPLOAD_BATCH:
                     await flush()
                 chunk = await _next_chunk(body)
             if batch or batches_sent == 0:
@@ -331,7 +336,7 @@ class Replicas:
             await asyncio.gather(*(f.abort() for f in feeds), return_exceptions=True)
             raise
         if shared is not None:
-            shared.etag = shared.md5.hexdigest()
+            shared.complete = shared.digest
         await asyncio.gather(*(f.finish() for f in feeds))
         results = await _collect(feeds, quorum)
         if batches_sent <= 1:

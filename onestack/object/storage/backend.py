@@ -18,6 +18,8 @@ from urllib.parse import quote
 
 import httpx
 
+from onestack.object.storage.diskfile import ContentDigest
+
 Body = AsyncIterator[bytes] | bytes | None
 NODE_PREFIX = "/object-node"
 SECRET_HEADER = "x-backend-secret"
@@ -28,22 +30,22 @@ SHARED_DIGEST_HEADER = "x-backend-shared-digest"
 
 
 class SharedDigest:
-    """The MD5 of an upload, computed once by the proxy for all replicas in this process.
+    """The digest of an upload (MD5, block CRCs), computed once by the proxy for all replicas
+    in this process.
 
     Every replica writes the very same bytes objects, so hashing them three times
-    would only cost CPU; the proxy hashes each chunk once and sets ``etag`` before
-    the replicas see the end of the body.
+    would only cost CPU; the proxy hashes each chunk once and sets ``complete``
+    before the replicas see the end of the body.
     """
 
     registry: dict[str, SharedDigest] = {}
 
     def __init__(self) -> None:
-        import hashlib
         import uuid
 
         self.id = uuid.uuid4().hex
-        self.md5 = hashlib.md5(usedforsecurity=False)
-        self.etag: str | None = None
+        self.digest = ContentDigest()
+        self.complete: ContentDigest | None = None
         SharedDigest.registry[self.id] = self
 
     def close(self) -> None:

@@ -229,7 +229,7 @@ class ObjectDisk:
     ) -> DiskWriter:
         """Start writing a new ``.data``; 409 when a newer write already exists.
 
-        ``hashing=False``: the caller supplies the MD5 at commit (computed once for all
+        ``hashing=False``: the caller supplies the digest at commit (computed once for all
         replicas in this process).
         """
         current = self.state(device, part, name_hash)
@@ -468,8 +468,41 @@ def merge_post(metadata: dict[str, Any], update: dict[str, Any]) -> dict[str, An
     return merged
 
 
+class ContentDigest:
+    """The MD5 and the CRC-32 of every 1 MiB block of a byte stream, fed in order."""
+
+    def __init__(self) -> None:
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        self._crcs: list[int] = []
+        self._crc = 0
+        self._block_used = 0
+
+    def update(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        self.md5.update(view)
+        while view:
+            room = BLOCK - self._block_used
+            piece = view[:room]
+            self._crc = zlib.crc32(piece, self._crc)
+            self._block_used += len(piece)
+            if self._block_used == BLOCK:
+                self._crcs.append(self._crc)
+                self._crc = 0
+                self._block_used = 0
+            view = view[room:]
+
+    @property
+    def etag(self) -> str:
+        return self.md5.hexdigest()
+
+    def block_crcs(self) -> list[int]:
+        """One CRC-32 per block, the last (partial) block included."""
+        return [*self._crcs, self._crc] if self._block_used else list(self._crcs)
+
+
 class DiskWriter:
-    """A ``.data`` file being written: bytes hashed (MD5) and block-checksummed as they come."""
+    """A ``.data`` file being written: bytes hashed (MD5) and block-checksummed as they come,
+    unless the caller computes that :class:`ContentDigest` once for several replicas."""
 
     def __init__(
         self,
@@ -490,28 +523,14 @@ class DiskWriter:
         self.timestamp = timestamp
         self.tmp = tmp
         self.fd: int | None = fd
-        self.md5 = hashlib.md5(usedforsecurity=False) if hashing else None
+        self.digest = ContentDigest() if hashing else None
         self.size = 0
-        self.crcs: list[int] = []
-        self._crc = 0
-        self._block_used = 0
         self._flushed = 0
 
     def write(self, data: bytes | memoryview) -> None:
         assert self.fd is not None
-        view = memoryview(data)
-        if self.md5 is not None:
-            self.md5.update(view)
-        while view:
-            room = BLOCK - self._block_used
-            piece = view[:room]
-            self._crc = zlib.crc32(piece, self._crc)
-            self._block_used += len(piece)
-            if self._block_used == BLOCK:
-                self.crcs.append(self._crc)
-                self._crc = 0
-                self._block_used = 0
-            view = view[room:]
+        if self.digest is not None:
+            self.digest.update(data)
         try:
             write_all(self.fd, data)
         except OSError as exc:
@@ -530,21 +549,22 @@ class DiskWriter:
         self,
         metadata: dict[str, Any],
         expected_etag: str | None = None,
-        computed_etag: str | None = None,
+        computed: ContentDigest | None = None,
     ) -> str:
-        """Make the object durable and visible; returns its ETag."""
+        """Make the object durable and visible; returns its ETag.
+
+        ``computed`` is the digest of exactly the bytes written, for a writer not hashing.
+        """
         assert self.fd is not None
-        if self.md5 is not None:
-            etag = self.md5.hexdigest()
-        elif computed_etag is not None:
-            etag = computed_etag
-        else:
+        digest = self.digest or computed
+        if digest is None:
             self.abort()
             raise DiskError("no digest for an unhashed write")
+        etag = digest.etag
         if expected_etag and expected_etag.strip('"').lower() != etag:
             self.abort()
             raise EtagMismatch(etag)
-        crcs = [*self.crcs, self._crc] if self._block_used else list(self.crcs)
+        crcs = digest.block_crcs()
         metadata = {
             **metadata,
             "x-timestamp": self.timestamp,

@@ -30,6 +30,7 @@ from onestack.object.storage.backend import (
 from onestack.object.storage.diskfile import (
     BLOCK,
     CRC_KEY,
+    ContentDigest,
     DiskError,
     DiskReader,
     DiskWriter,
@@ -191,10 +192,14 @@ class ObjectServer:
         try:
             try:
                 async for chunk in body:
-                    buffer += chunk
                     received += len(chunk)
+                    assert writer is not None
+                    if not buffer and len(chunk) >= WRITE_BATCH:
+                        # A proxy's batch is already big enough: written as it is, no copy.
+                        await run(writer.write, chunk)
+                        continue
+                    buffer += chunk
                     if len(buffer) >= WRITE_BATCH:
-                        assert writer is not None
                         await run(writer.write, bytes(buffer))
                         buffer.clear()
             except DiskError:
@@ -204,7 +209,7 @@ class ObjectServer:
             if expected_length is not None and received != expected_length:
                 return error(499, "client sent less than its Content-Length")
             assert writer is not None
-            computed = shared.etag if shared is not None else None
+            computed = shared.complete if shared is not None else None
             etag = await run(self._finish, writer, bytes(buffer), metadata, expected_etag, computed)
             writer = None
         finally:
@@ -226,12 +231,12 @@ class ObjectServer:
         data: bytes,
         metadata: dict[str, Any],
         expected_etag: str | None,
-        computed_etag: str | None = None,
+        computed: ContentDigest | None = None,
     ) -> str:
         try:
             if data:
                 writer.write(data)
-            return writer.commit(metadata, expected_etag, computed_etag)
+            return writer.commit(metadata, expected_etag, computed)
         except BaseException:
             writer.abort()
             raise
