@@ -65,6 +65,12 @@ def curl(*args: str) -> tuple[float, str]:
     return float(out[-2]), out[-1]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_for_token(auth_url: str, password: str) -> str:
     body = {
         "auth": {
@@ -134,11 +140,15 @@ def main() -> int:
             headers=headers,
         ).json()
         url = f"{base}/image/v2/images/{image['id']}/file"
+        cpu_start = cpu_seconds(process.pid)
         upload_s, status = curl("-T", str(source), "-H", "Content-Type: application/octet-stream",
                                 "-H", f"X-Auth-Token: {token}", url)  # fmt: skip
         assert status == "204", f"upload answered {status}"
+        upload_cpu = cpu_seconds(process.pid) - cpu_start
         drop_caches()
+        cpu_start = cpu_seconds(process.pid)
         download_s, status = curl("-o", "/dev/null", "-H", f"X-Auth-Token: {token}", url)
+        download_cpu = cpu_seconds(process.pid) - cpu_start
         assert status == "200", f"download answered {status}"
         stored = httpx.get(f"{base}/image/v2/images/{image['id']}", headers=headers).json()
         assert stored["checksum"] == expected.hexdigest(), "the stored image differs"
@@ -150,19 +160,22 @@ def main() -> int:
 
     upload = size / upload_s / 1e6
     download = size / download_s / 1e6
+    gib = size / (1 << 30)
     table = "\n".join(
         [
             f"# Image throughput, {args.size_mib} MiB image",
             "",
-            "| operation | onestack MB/s | dd MB/s (same dir) | ratio |",
-            "|---|---:|---:|---:|",
+            "| operation | onestack MB/s | dd MB/s (same dir) | ratio | server CPU s/GiB |",
+            "|---|---:|---:|---:|---:|",
             f"| upload (PUT /file: hash, inspect, fsync) vs dd write conv=fsync | {upload:.0f} "
-            f"| {dd_write:.0f} | {upload / dd_write:.0%} |",
+            f"| {dd_write:.0f} | {upload / dd_write:.0%} | {upload_cpu / gib:.2f} |",
             f"| download (GET /file) vs dd read | {download:.0f} | {dd_read:.0f} "
-            f"| {download / dd_read:.0%} |",
+            f"| {download / dd_read:.0%} | {download_cpu / gib:.2f} |",
             "",
             f"Reads {'from the disk (page cache dropped)' if cold else 'may come from page cache'}"
-            "; curl is the client, on the same machine as the server.",
+            "; curl is the client, on the same machine as the server. Server CPU: the "
+            "onestack process's user + system time during the transfer (steadier than "
+            "MB/s on a shared machine).",
         ]
     )
     print(table)

@@ -26,9 +26,14 @@ command -v qemu-storage-daemon >/dev/null || missing+=(qemu-system-common)   # v
 command -v ip >/dev/null || missing+=(iproute2)
 command -v nft >/dev/null || missing+=(nftables)
 command -v dnsmasq >/dev/null || missing+=(dnsmasq-base)
+command -v radvd >/dev/null || missing+=(radvd)   # IPv6 router advertisements in qrouter-*
+command -v conntrack >/dev/null || missing+=(conntrack)   # cutting flows a removed rule allowed
 command -v busybox >/dev/null || missing+=(busybox-static)
 command -v ping >/dev/null || missing+=(iputils-ping)
 command -v curl >/dev/null || missing+=(curl)
+# The IPv6 system test's guests: a DHCPv6 client and a router-advertisement reader.
+command -v dhclient >/dev/null || missing+=(isc-dhcp-client)
+command -v rdisc6 >/dev/null || missing+=(ndisc6)
 command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)   # real guests
 command -v genisoimage >/dev/null || missing+=(genisoimage)   # config drives
 # The system test that loads the noVNC console page in a headless browser.

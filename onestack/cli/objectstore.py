@@ -189,6 +189,7 @@ def run_node(args: argparse.Namespace, settings: Any) -> int:
     from starlette.responses import PlainTextResponse
     from starlette.routing import Mount, Route
 
+    from onestack.cli.run import run_server_loop
     from onestack.core import logs
     from onestack.object.agents import AGENTS, start_agents
     from onestack.object.service import ObjectService
@@ -242,9 +243,7 @@ def run_node(args: argparse.Namespace, settings: Any) -> int:
             await service.stop()
         return 0
 
-    with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(main())
-    return 0
+    return run_server_loop(main())
 
 
 def run_agent(args: argparse.Namespace, settings: Any) -> int:

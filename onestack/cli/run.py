@@ -6,8 +6,11 @@ import argparse
 import asyncio
 import contextlib
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 import uvicorn
+import uvloop
 from rich.console import Console
 
 from onestack.cli.clientfiles import CLOUD_NAME, write_client_files
@@ -15,6 +18,18 @@ from onestack.cloud import Cloud
 from onestack.core import logs
 from onestack.core.config import Settings
 from onestack.core.memory import freeze_startup_objects
+
+
+def run_server_loop(main: Coroutine[Any, Any, int]) -> int:
+    """Run a server's ``main`` on uvloop: its C socket transports cost a fraction of the
+    standard loop's per received or sent chunk (uvicorn only picks uvloop itself when it
+    owns the loop)."""
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
+    ):
+        return runner.run(main)
+    return 0
 
 
 def _server(app: object, settings: Settings) -> uvicorn.Server:
@@ -90,9 +105,7 @@ def run_up(args: argparse.Namespace, settings: Settings, started: float) -> int:
 
         return await _serve_until_stopped(cloud, settings, ready)
 
-    with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(main())
-    return 0
+    return run_server_loop(main())
 
 
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -114,6 +127,4 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
 
         return await _serve_until_stopped(cloud, settings, ready)
 
-    with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(main())
-    return 0
+    return run_server_loop(main())

@@ -184,6 +184,9 @@ class ComputeSettings(BaseModel):
     # sending and reading the candidates. 0: always the full limit.
     allocation_candidates_quick_limit: int = Field(20, ge=0)
     vif_plugging_timeout: float = Field(300.0, ge=0)
+    # Seconds a deleted server stays SOFT_DELETED (restorable) before it is reclaimed;
+    # 0 deletes at once (Nova's reclaim_instance_interval).
+    reclaim_instance_interval: float = Field(0.0, ge=0)
     cpu_allocation_ratio: float = Field(16.0, gt=0)
     ram_allocation_ratio: float = Field(1.5, gt=0)
     disk_allocation_ratio: float = Field(1.0, gt=0)

@@ -120,6 +120,7 @@ class Database:
 
 
 DEADLOCK_CODES = ("1213", "40P01", "40001", "database is locked")
+MAX_RETRY_DELAY = 0.5
 
 
 def is_deadlock(exc: BaseException) -> bool:
@@ -132,17 +133,20 @@ def is_deadlock(exc: BaseException) -> bool:
 
 
 async def retry_on_deadlock(
-    work: Callable[[], Awaitable[T]], attempts: int = 8, base_delay: float = 0.01
+    work: Callable[[], Awaitable[T]], attempts: int = 14, base_delay: float = 0.01
 ) -> T:
     """Run a transaction, retrying it (with jittered backoff) when the database aborts it as a
-    deadlock victim; InnoDB and PostgreSQL do that as a matter of course under contention."""
+    deadlock victim; InnoDB and PostgreSQL do that as a matter of course under contention, and
+    SQLite when a read transaction must become a writer after another write committed (its
+    busy timeout does not wait then), which on a loaded machine can repeat for seconds."""
     for attempt in range(attempts):
         try:
             return await work()
         except DBAPIError as exc:
             if not is_deadlock(exc) or attempt == attempts - 1:
                 raise
-            await asyncio.sleep(base_delay * (2**attempt) * random.uniform(0.5, 1.5))
+            delay = min(base_delay * (2**attempt), MAX_RETRY_DELAY)
+            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
     raise AssertionError("unreachable")
 
 
