@@ -158,18 +158,3 @@ async def cloud(tmp_path: Path) -> AsyncIterator[CloudClient]:
     finally:
         await client.aclose()
         await instance.stop()
-
-
-# Slowest directories first, so that pytest-xdist's workers (one module each at a time:
-# ``--dist loadfile``) end close together.
-DIRECTORY_ORDER = ("system", "acceptance", "functional", "unit")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Hand out the slow system and acceptance modules first."""
-
-    def directory_rank(item: pytest.Item) -> int:
-        parts = Path(str(item.path)).parts
-        return next((DIRECTORY_ORDER.index(d) for d in DIRECTORY_ORDER if d in parts), 0)
-
-    items.sort(key=directory_rank)
